@@ -1,0 +1,1 @@
+"""The ``cardload`` console script."""

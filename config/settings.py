@@ -1,0 +1,164 @@
+"""The settings tree.
+
+Every variable is ``CARDLOAD_<SECTION>_<FIELD>`` (or ``CARDLOAD_<FIELD>`` at the top),
+so the names below are public interface. Secrets are ``SecretStr``: they print as
+``**********`` and error messages never echo input values.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CARDLOAD_"
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp://", "amqps://", "pyamqp://", "memory://")
+_SECUCONNECT_ID = r"^{prefix}_[A-Z0-9]{{30}}$"
+
+
+def _scheme_checker(schemes: tuple[str, ...]) -> AfterValidator:
+    def check(url: str) -> str:
+        if not url.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return url
+
+    return AfterValidator(check)
+
+
+def _http_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("must be an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+RedisUrl = Annotated[str, _scheme_checker(_REDIS_SCHEMES)]
+BrokerUrl = Annotated[str, _scheme_checker(_BROKER_SCHEMES)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecuconnectSettings(_Section):
+    """Where and as whom to call secuconnect. Credentials are optional here and
+    demanded by :meth:`Settings.require_secuconnect` on worker start, so a producer
+    host never needs the client secret."""
+
+    base_url: HttpUrl = "https://connect-testing.secuconnect.com"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    contract_id: Annotated[str, Field(pattern=_SECUCONNECT_ID.format(prefix="GCR"))] | None = None
+    device_id: Annotated[str, Field(pattern=_SECUCONNECT_ID.format(prefix="SDV"))] | None = None
+    connect_timeout_s: Seconds = 5.0
+    read_timeout_s: Seconds = 30.0
+    write_timeout_s: Seconds = 10.0
+    pool_timeout_s: Seconds = 10.0
+    max_connections: Annotated[int, Field(ge=1, le=1000)] = 50
+    # The SDKs cache a token for expires_in - 10 s; we refresh a little earlier so a
+    # request never starts with a token that expires while it is in flight.
+    token_refresh_margin_s: Annotated[int, Field(ge=0, le=600)] = 30
+
+
+class RetrySettings(_Section):
+    """Exponential backoff with full jitter: delay = uniform(0, min(max, base * 2**n))."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    base_backoff_s: Seconds = 1.0
+    max_backoff_s: Seconds = 300.0
+
+    @model_validator(mode="after")
+    def _base_below_max(self) -> RetrySettings:
+        if self.base_backoff_s > self.max_backoff_s:
+            raise ValueError(
+                "CARDLOAD_RETRY_BASE_BACKOFF_S must not exceed CARDLOAD_RETRY_MAX_BACKOFF_S"
+            )
+        return self
+
+
+class EventSettings(_Section):
+    """Redis keys of the result-event stream and the dead-letter store."""
+
+    stream: Annotated[str, Field(min_length=1)] = "cardload:events"
+    stream_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
+    dead_letters: Annotated[str, Field(min_length=1)] = "cardload:dead_letters"
+    mask_card_numbers: bool = True
+
+
+class LogSettings(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """The whole tree. Build it with :func:`load_settings` for readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    broker_url: BrokerUrl | None = None
+    secuconnect: SecuconnectSettings = SecuconnectSettings()
+    retry: RetrySettings = RetrySettings()
+    events: EventSettings = EventSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    def require_secuconnect(self) -> None:
+        """Fail unless everything needed to call secuconnect is set."""
+        needed = ("client_id", "client_secret", "contract_id", "device_id")
+        missing = [name for name in needed if not getattr(self.secuconnect, name)]
+        if missing:
+            raise SettingsError(
+                [
+                    f"{env_name(('secuconnect', name))}: required to call secuconnect, but not set"
+                    for name in missing
+                ]
+            )
+
+
+class SettingsError(Exception):
+    """Invalid or missing settings, one line per variable, never with its value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+
+
+def load_settings(env_file: Path | str | None = ".env") -> Settings:
+    """Read the environment (and ``env_file`` if it exists) into :class:`Settings`."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        # Deliberately not str(exc): pydantic would echo the input, which may be a secret.
+        raise SettingsError(
+            [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        ) from None
