@@ -18,17 +18,40 @@ import json
 import multiprocessing as mp
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-FORM = {"grant_type": "client_credentials", "client_id": "sandbox-client", "client_secret": "sandbox-secret"}
+FORM = {
+    "grant_type": "client_credentials",
+    "client_id": "sandbox-client",
+    "client_secret": "sandbox-secret",
+}
 TX = "/api/v2/Smart/Transactions"
 
 
+@dataclass(frozen=True)
+class Phase:
+    url: str
+    name: str
+    deadline: float
+    threads: int
+    cards: list[str] = field(default_factory=list)
+    tx_ids: list[str] = field(default_factory=list)
+
+
 def _body(card: str) -> dict[str, Any]:
-    line = {"id": 1, "ean": "4260447149502", "desc": "Kartenaufladung 5 EUR", "quantity": 1, "priceOne": 500, "tax": 0}
+    line = {
+        "id": 1,
+        "ean": "4260447149502",
+        "desc": "Kartenaufladung 5 EUR",
+        "quantity": 1,
+        "priceOne": 500,
+        "tax": 0,
+    }
     return {
         "contract": {"id": "GCR_9OIH9JOL8KIV5PFJBEOS2NN8TCM1DF"},
         "device_source": {"id": "SDV_WPX6NU09Q2NDF0KJD3H584EXJR3XA2"},
@@ -39,83 +62,99 @@ def _body(card: str) -> dict[str, Any]:
     }
 
 
-def _thread_loop(url: str, phase: str, cards: list[str], deadline: float, out: list[int], tx_ids: list[str]) -> None:
-    done = 0
-    with httpx.Client(base_url=url, timeout=30) as http:
-        headers = {"Authorization": "Bearer " + http.post("/oauth/token", json=FORM).json()["access_token"]}
-        i = 0
-        while time.monotonic() < deadline:
-            if phase == "baseline":
-                http.get("/_sandbox/health").raise_for_status()
-                done += 1
-            elif phase == "load":
-                tx = http.post(TX, json=_body(cards[i % len(cards)]), headers=headers)
-                tx.raise_for_status()
-                http.post(f"{TX}/{tx.json()['id']}/start", headers=headers).raise_for_status()
-                done += 2
-            else:
-                http.get(f"{TX}/{tx_ids[i % len(tx_ids)]}", headers=headers).raise_for_status()
-                done += 1
+def _one(http: httpx.Client, phase: Phase, headers: dict[str, str], i: int) -> int:
+    """One unit of work; returns the number of requests it made."""
+    if phase.name == "baseline":
+        http.get("/_sandbox/health").raise_for_status()
+        return 1
+    if phase.name == "load":
+        tx = http.post(TX, json=_body(phase.cards[i % len(phase.cards)]), headers=headers)
+        tx.raise_for_status()
+        http.post(f"{TX}/{tx.json()['id']}/start", headers=headers).raise_for_status()
+        return 2
+    http.get(f"{TX}/{phase.tx_ids[i % len(phase.tx_ids)]}", headers=headers).raise_for_status()
+    return 1
+
+
+def _connection(phase: Phase, out: list[int]) -> None:
+    done = i = 0
+    with httpx.Client(base_url=phase.url, timeout=30) as http:
+        token = http.post("/oauth/token", json=FORM).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        while time.monotonic() < phase.deadline:
+            done += _one(http, phase, headers, i)
             i += 1
     out.append(done)
 
 
-def _client_process(args: tuple[str, str, list[str], float, int, list[str]]) -> int:
-    import threading
-
-    url, phase, cards, deadline, threads, tx_ids = args
+def _client_process(phase: Phase) -> int:
     out: list[int] = []
-    workers = [
-        threading.Thread(target=_thread_loop, args=(url, phase, cards, deadline, out, tx_ids)) for _ in range(threads)
+    threads = [
+        threading.Thread(target=_connection, args=(phase, out)) for _ in range(phase.threads)
     ]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return sum(out)
 
 
-def _phase(pool: Any, url: str, phase: str, cards: list[str], tx_ids: list[str], a: argparse.Namespace) -> float:
+def _run_phase(pool: Any, a: argparse.Namespace, phase: Phase) -> float:
     start = time.monotonic()
-    deadline = start + a.seconds
-    jobs = [(url, phase, cards, deadline, a.threads, tx_ids)] * a.processes
-    total = sum(pool.map(_client_process, jobs))
+    phase = Phase(phase.url, phase.name, start + a.seconds, a.threads, phase.cards, phase.tx_ids)
+    total: int = sum(pool.map(_client_process, [phase] * a.processes))
     return total / (time.monotonic() - start)
 
 
+def _recent_transactions(url: str) -> list[str]:
+    with httpx.Client(base_url=url) as http:
+        token = http.post("/oauth/token", json=FORM).json()["access_token"]
+        page = http.get(TX, params={"count": 100}, headers={"Authorization": f"Bearer {token}"})
+        return [tx["id"] for tx in page.json()["data"]]
+
+
+def _measure(url: str, a: argparse.Namespace) -> dict[str, float]:
+    cards = httpx.post(f"{url}/_sandbox/cards", json={"count": a.cards}).json()["cardnumbers"]
+    with mp.get_context("spawn").Pool(a.processes) as pool:
+        rates = {
+            "baseline": _run_phase(pool, a, Phase(url, "baseline", 0, 0)),
+            "load": _run_phase(pool, a, Phase(url, "load", 0, 0, cards)),
+        }
+        rates["read"] = _run_phase(
+            pool, a, Phase(url, "read", 0, 0, tx_ids=_recent_transactions(url))
+        )
+    return rates
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(description="Load on the sandbox over real HTTP.")
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase")
     parser.add_argument("--processes", type=int, default=2, help="client processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads (connections) per client process")
+    parser.add_argument("--threads", type=int, default=8, help="connections per client process")
     parser.add_argument("--cards", type=int, default=1000)
     a = parser.parse_args()
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "sandbox", "serve", "--port", "0"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split()[-1]
-        cards = httpx.post(f"{url}/_sandbox/cards", json={"count": a.cards}).json()["cardnumbers"]
-        with mp.get_context("spawn").Pool(a.processes) as pool:
-            baseline = _phase(pool, url, "baseline", cards, [], a)
-            load = _phase(pool, url, "load", cards, [], a)
-            with httpx.Client(base_url=url) as http:
-                headers = {"Authorization": "Bearer " + http.post("/oauth/token", json=FORM).json()["access_token"]}
-                tx_ids = [tx["id"] for tx in http.get(TX, params={"count": 100}, headers=headers).json()["data"]]
-            read = _phase(pool, url, "read", cards, tx_ids, a)
-        stats = httpx.get(f"{url}/_sandbox/stats").json()
-    finally:
-        server.terminate()
-        server.wait(10)
-    rows = [("baseline GET /_sandbox/health", baseline), ("card load (create + start)", load), ("GET transaction", read)]
-    print(f"sandbox load: {a.processes} client processes x {a.threads} connections, {a.seconds:g} s per phase")
+    command = [sys.executable, "-m", "cli.main", "sandbox", "serve", "--port", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().split()[-1]
+            rates = _measure(url, a)
+            stats = httpx.get(f"{url}/_sandbox/stats").json()
+        finally:
+            server.terminate()
+    names = {
+        "baseline": "baseline GET /_sandbox/health",
+        "load": "card load (create + start)",
+        "read": "GET transaction",
+    }
+    shape = f"{a.processes} client processes x {a.threads} connections"
+    print(f"sandbox load: {shape}, {a.seconds:g} s per phase")
     print(f"{'phase':34} {'requests/s':>11} {'vs baseline':>12}")
-    for name, rate in rows:
-        print(f"{name:34} {rate:11.0f} {rate / baseline:12.2f}")
-    print(f"card loads/s: {load / 2:.0f}; sandbox counted {stats['loads']} loads, {stats['transactions']} transactions")
-    print(json.dumps({"baseline_rps": round(baseline), "load_rps": round(load), "read_rps": round(read)}))
+    for key, name in names.items():
+        print(f"{name:34} {rates[key]:11.0f} {rates[key] / rates['baseline']:12.2f}")
+    print(f"card loads/s: {rates['load'] / 2:.0f}; sandbox counted {stats['loads']} loads")
+    print(json.dumps({key: round(rate) for key, rate in rates.items()}))
     return 0
 
 
