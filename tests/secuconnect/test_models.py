@@ -28,9 +28,15 @@ def test_every_seed_json_parses(name: str) -> None:
     assert parsed.model_dump(mode="json", by_alias=True, exclude_unset=True) == data
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in SHARED_SEED_DIR.glob("*.json")))
-def test_repo_copy_of_seed_matches_shared(name: str) -> None:
-    assert json.loads((SHARED_SEED_DIR / name).read_text()) == seed(name)
+def test_repo_copy_of_seed_matches_shared() -> None:
+    """The fixtures are a copy of ../shared/seed; catch drift where that folder exists
+    (CI lays it beside the clone; a clone on its own has only the copy)."""
+    if not SHARED_SEED_DIR.is_dir():
+        pytest.skip(f"{SHARED_SEED_DIR} not present beside this clone")
+    shared = sorted(p.name for p in SHARED_SEED_DIR.glob("*.json"))
+    assert shared == sorted(p.name for p in SEED_DIR.glob("*.json"))
+    for name in shared:
+        assert json.loads((SHARED_SEED_DIR / name).read_text()) == seed(name), name
 
 
 def test_create_response_has_balances_before_the_load() -> None:
