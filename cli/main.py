@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import demo_cmd, sandbox_cmd
+from cli import batch_cmd, demo_cmd, dlq_cmd, events_cmd, jobs_cmd, sandbox_cmd, worker_cmd
 from config import SettingsError
 
 
@@ -16,12 +16,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load secucard loyalty and gift cards through secuconnect Smart Transactions.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    jobs_cmd.register(commands)
+    batch_cmd.register(commands)
+    dlq_cmd.register(commands)
+    events_cmd.register(commands)
+    worker_cmd.register(commands)
     sandbox_cmd.register(commands)
     demo_cmd.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # Everything after "worker" belongs to celery worker, untouched.
+        return worker_cmd.run_worker(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         result: int = args.run(args)

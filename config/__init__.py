@@ -2,20 +2,24 @@
 
 from config.settings import (
     EventSettings,
+    JobSettings,
     LogSettings,
     RetrySettings,
     SecuconnectSettings,
     Settings,
     SettingsError,
+    WorkerSettings,
     load_settings,
 )
 
 __all__ = [
     "EventSettings",
+    "JobSettings",
     "LogSettings",
     "RetrySettings",
     "SecuconnectSettings",
     "Settings",
     "SettingsError",
+    "WorkerSettings",
     "load_settings",
 ]

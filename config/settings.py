@@ -99,6 +99,26 @@ class EventSettings(_Section):
     mask_card_numbers: bool = True
 
 
+class JobSettings(_Section):
+    """Limits on what a job may do, and how long before a silent job is re-dispatched."""
+
+    max_amount_cents: Annotated[int, Field(ge=1, le=100_000_000)] = 50_000
+    queue: Annotated[str, Field(min_length=1)] = "cardload"
+    # An unacknowledged message comes back after this long (Redis broker); it must
+    # exceed every retry delay or Celery runs a delayed retry twice.
+    visibility_timeout_s: Annotated[int, Field(ge=10)] = 3600
+    # A job with no progress for this long gets its current step sent again
+    # (a lost message, a producer that died between accepting and sending).
+    stall_after_s: Annotated[int, Field(ge=10)] = 7200
+
+
+class WorkerSettings(_Section):
+    """Defaults of ``cardload worker``; command-line options override them."""
+
+    pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 32
+
+
 class LogSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -122,7 +142,18 @@ class Settings(BaseSettings):
     secuconnect: SecuconnectSettings = SecuconnectSettings()
     retry: RetrySettings = RetrySettings()
     events: EventSettings = EventSettings()
+    jobs: JobSettings = JobSettings()
+    worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _retries_fit_the_visibility_timeout(self) -> Settings:
+        if self.retry.max_backoff_s * 2 > self.jobs.visibility_timeout_s:
+            raise ValueError(
+                "CARDLOAD_RETRY_MAX_BACKOFF_S must be at most half of "
+                "CARDLOAD_JOBS_VISIBILITY_TIMEOUT_S, or a delayed retry runs twice"
+            )
+        return self
 
     @property
     def effective_broker_url(self) -> str:

@@ -1,16 +1,14 @@
-"""OAuth 2 client_credentials: fetching a token, and caching it in memory.
-
-The Redis-backed cache that all worker processes share builds on the same
-:class:`TokenSource` protocol.
-"""
+"""OAuth 2 client_credentials: fetching a token, caching it per process or in Redis
+for all processes (both behind the :class:`TokenSource` protocol)."""
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from pydantic import SecretStr, ValidationError
@@ -104,3 +102,89 @@ class MemoryTokenSource:
         with self._lock:
             if self._token == token:
                 self._token = None
+
+
+class RedisTokenSource:
+    """One token for every worker process and host, cached in Redis.
+
+    Refreshed before expiry by one process at a time (a lock, not a stampede): the
+    others wait for the new token to appear. Each process also keeps the token in
+    memory until shortly before the Redis copy expires.
+    """
+
+    _RELEASE = """
+    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+    return 0
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        fetch: Callable[[], OAuthToken],
+        *,
+        key: str,
+        lock_key: str,
+        margin_s: float = 30.0,
+        wait_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._redis = client
+        self._fetch = fetch
+        self._key = key
+        self._lock_key = lock_key
+        self._margin_s = margin_s
+        self._wait_s = wait_s
+        self._clock = clock
+        self._sleep = sleep
+        self._release = client.register_script(self._RELEASE)
+        self._local = threading.local()
+        self.fetches = 0  # how often this process fetched a token (for tests and metrics)
+
+    def token(self) -> str:
+        cached = getattr(self._local, "cached", None)
+        if cached and self._clock() < cached[1]:
+            return str(cached[0])
+        deadline = self._clock() + self._wait_s
+        while True:
+            found = self._from_redis()
+            if found:
+                return found
+            if self._refresh_if_first():
+                continue  # read back what we (or a faster process) stored
+            if self._clock() > deadline:
+                raise RetryableError("waited too long for another process to refresh the token")
+            self._sleep(0.05)
+
+    def invalidate(self, token: str) -> None:
+        self._local.cached = None
+        self._release(keys=[self._key], args=[token])
+
+    def _from_redis(self) -> str | None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._key)
+        pipe.pttl(self._key)
+        value, ttl_ms = pipe.execute()
+        if not value or ttl_ms <= 0:
+            return None
+        token = value.decode() if isinstance(value, bytes) else str(value)
+        self._local.cached = (token, self._clock() + ttl_ms / 1000)
+        return token
+
+    def _refresh_if_first(self) -> bool:
+        """Fetch and store a token if we win the lock; True if we held it."""
+        lock = uuid.uuid4().hex
+        if not self._redis.set(self._lock_key, lock, nx=True, px=int(self._wait_s * 1000)):
+            return False
+        try:
+            if self._redis.exists(self._key):
+                return True
+            fetched = self._fetch()
+            self.fetches += 1
+            lifetime = max(fetched.expires_in - self._margin_s, fetched.expires_in / 2)
+            self._redis.set(
+                self._key, fetched.access_token.get_secret_value(), px=int(lifetime * 1000)
+            )
+            return True
+        finally:
+            self._release(keys=[self._lock_key], args=[lock])

@@ -1,0 +1,51 @@
+"""What the job commands need, built from the settings on first use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+from celery import Celery
+
+from config import Settings, load_settings
+from deadletters.store import DeadLetterStore
+from events.stream import EventStream
+from jobs.store import JobStore
+from producers.enqueue import CardLoadProducer
+from worker.app import app as worker_app
+
+
+@dataclass
+class Context:
+    settings: Settings
+
+    @classmethod
+    def load(cls) -> Context:
+        return cls(load_settings())
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url)
+
+    @property
+    def app(self) -> Celery:
+        return worker_app
+
+    @cached_property
+    def store(self) -> JobStore:
+        return JobStore(self.redis)
+
+    @cached_property
+    def events(self) -> EventStream:
+        return EventStream(
+            self.redis, self.settings.events.stream, self.settings.events.stream_maxlen
+        )
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterStore:
+        return DeadLetterStore(self.redis, self.settings.events.dead_letters, self.events)
+
+    @cached_property
+    def producer(self) -> CardLoadProducer:
+        return CardLoadProducer(self.app, self.store, self.settings)

@@ -1,0 +1,92 @@
+"""Result events built from a finished job's record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from events.model import (
+    CardLoadFailed,
+    CardLoadSucceeded,
+    EventBalances,
+    EventReceipt,
+    failed_event_id,
+    succeeded_event_id,
+)
+from jobs.model import ErrorInfo, JobRecord, LoadResult, now_utc
+from observability.masking import mask_card_number
+from secuconnect.models import SmartTransaction
+from secuconnect.receipt import render_receipt
+
+
+def load_result(tx: SmartTransaction) -> LoadResult:
+    balances = tx.balances
+    if balances is None:
+        raise ValueError(f"transaction {tx.id} carries no card balances")
+    return LoadResult(
+        transaction_id=tx.id,
+        status=tx.status,
+        cash_cents=balances.cash_cents,
+        bonus_cents=balances.bonus_cents,
+        total_cents=balances.total_cents,
+        receipt=[line.model_dump(mode="json", exclude_none=True) for line in tx.receipt],
+        card_number=tx.card_number,
+    )
+
+
+def _card(number: str | None, mask: bool) -> str | None:
+    return mask_card_number(number) if number and mask else number
+
+
+def succeeded_event(
+    record: JobRecord, *, mask: bool, now: datetime | None = None
+) -> CardLoadSucceeded:
+    result = record.result
+    if result is None:
+        raise ValueError(f"job {record.job.job_id} has no result")
+    parsed = SmartTransaction.model_validate(
+        {"id": result.transaction_id, "status": result.status, "receipt": result.receipt}
+    )
+    job = record.job
+    return CardLoadSucceeded(
+        event_id=succeeded_event_id(job.job_id),
+        occurred_at=now or now_utc(),
+        job_id=job.job_id,
+        idempotency_key=job.idempotency_key,
+        source=job.source,
+        card_number=_card(result.card_number or job.card_number, mask),
+        amount_cents=job.amount_cents,
+        currency=job.currency,
+        attempts=record.attempts,
+        enqueued_at=record.enqueued_at,
+        transaction_id=result.transaction_id,
+        status=result.status,
+        balances=EventBalances(
+            cash_cents=result.cash_cents,
+            bonus_cents=result.bonus_cents,
+            total_cents=result.total_cents,
+        ),
+        receipt=EventReceipt(lines=result.receipt, text=render_receipt(parsed.receipt)),
+        finished_at=record.updated_at,
+    )
+
+
+def failed_event(
+    record: JobRecord, error: ErrorInfo, *, mask: bool, now: datetime
+) -> CardLoadFailed:
+    job = record.job
+    return CardLoadFailed(
+        event_id=failed_event_id(job.job_id, record.generation),
+        occurred_at=now,
+        job_id=job.job_id,
+        idempotency_key=job.idempotency_key,
+        source=job.source,
+        card_number=_card(job.card_number, mask),
+        amount_cents=job.amount_cents,
+        currency=job.currency,
+        attempts=record.attempts,
+        enqueued_at=record.enqueued_at,
+        transaction_id=record.transaction_id,
+        error=error,
+        generation=record.generation,
+        failed_at=now,
+    )

@@ -1,0 +1,101 @@
+"""What became of a batch: counts by status, and one report line per row."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from jobs import keys
+from jobs.model import JobRecord
+from jobs.replies import text
+from jobs.store import JobStore
+from observability.masking import mask_card_number
+
+REPORT_COLUMNS = (
+    "row", "outcome", "card_number", "amount_cents", "currency", "transaction_id",
+    "new_balance_cents", "new_cash_cents", "new_bonus_cents", "error", "job_id",
+)  # fmt: skip
+
+
+@dataclass
+class BatchStatus:
+    batch_id: str
+    file: str
+    rows: int
+    invalid: int
+    by_status: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def finished(self) -> bool:
+        open_jobs = sum(
+            n for s, n in self.by_status.items() if s not in ("succeeded", "dead_lettered")
+        )
+        return open_jobs == 0
+
+
+class UnknownBatch(LookupError):
+    pass
+
+
+def _rows(store: JobStore, batch_id: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    meta = {text(k): text(v) for k, v in store.redis.hgetall(keys.batch(batch_id)).items()}
+    if not meta:
+        raise UnknownBatch(f"no batch {batch_id}")
+    rows = sorted(
+        (int(text(r)), text(j)) for r, j in store.redis.hgetall(keys.batch_rows(batch_id)).items()
+    )
+    return meta, rows
+
+
+def batch_status(store: JobStore, batch_id: str) -> BatchStatus:
+    meta, rows = _rows(store, batch_id)
+    records = store.load_many([job_id for _, job_id in rows])
+    status = BatchStatus(
+        batch_id, meta.get("file", ""), int(meta.get("rows", 0)), int(meta.get("invalid", 0))
+    )
+    status.by_status.update(r.status.value for r in records if r is not None)
+    return status
+
+
+def _line(row: int, job_id: str, record: JobRecord | None, mask: bool) -> dict[str, object]:
+    if record is None:
+        return {"row": row, "outcome": "missing", "job_id": job_id}
+    job, result = record.job, record.result
+    card = job.card_number or ""
+    return {
+        "row": row,
+        "outcome": record.status.value,
+        "card_number": mask_card_number(card) if mask and card else card,
+        "amount_cents": job.amount_cents,
+        "currency": job.currency,
+        "transaction_id": record.transaction_id or "",
+        "new_balance_cents": result.total_cents if result else "",
+        "new_cash_cents": result.cash_cents if result else "",
+        "new_bonus_cents": result.bonus_cents if result else "",
+        "error": record.error.message
+        if record.error and record.status.value == "dead_lettered"
+        else "",
+        "job_id": job_id,
+    }
+
+
+def batch_report(store: JobStore, batch_id: str, *, mask: bool = True) -> list[dict[str, object]]:
+    """Every row of the file: enqueued rows with their job's outcome, invalid rows with
+    the reason they were refused."""
+    _, rows = _rows(store, batch_id)
+    records = store.load_many([job_id for _, job_id in rows])
+    lines = [
+        _line(row, job_id, record, mask)
+        for (row, job_id), record in zip(rows, records, strict=True)
+    ]
+    for raw in store.redis.lrange(keys.batch_invalid(batch_id), 0, -1):
+        error = json.loads(raw)
+        lines.append(
+            {
+                "row": error["row"],
+                "outcome": "invalid",
+                "error": f"{error['field']}: {error['reason']}",
+            }
+        )
+    return sorted(lines, key=lambda line: int(str(line["row"])))

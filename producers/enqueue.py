@@ -1,0 +1,129 @@
+"""Enqueueing card loads: admit the job by its idempotency key, then send it.
+
+The job record is written first and the message second, so a message never refers
+to a job that does not exist; a producer that dies in between leaves an admitted,
+unsent job, which the stall sweep (or enqueueing the same key again) sends.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config import Settings, load_settings
+from jobs.model import CardLoadJob, ExtraLine, JobSource
+from jobs.store import Admission, IdempotencyConflict, JobStore
+from observability.masking import mask_card_number
+from secuconnect.models import Contact
+from worker.app import app as default_app
+from worker.dispatch import Dispatch, send_steps
+
+
+class AmountLimitError(ValueError):
+    pass
+
+
+@dataclass
+class CardLoadProducer:
+    app: Celery
+    store: JobStore
+    settings: Settings
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, app: Celery | None = None
+    ) -> CardLoadProducer:
+        settings = settings or load_settings()
+        return cls(app or default_app, JobStore(redis.Redis.from_url(settings.redis_url)), settings)
+
+    def check(self, job: CardLoadJob) -> None:
+        limit = self.settings.jobs.max_amount_cents
+        if job.amount_cents > limit:
+            raise AmountLimitError(
+                f"amount {job.amount_cents} cents exceeds the maximum of {limit} cents"
+            )
+
+    def enqueue(self, job: CardLoadJob) -> str:
+        """The job id; the first job's id if the key was used before (same content)."""
+        result = self.enqueue_many([job])[0]
+        if isinstance(result, IdempotencyConflict):
+            raise result
+        return result.job_id
+
+    def enqueue_many(self, jobs: Sequence[CardLoadJob]) -> list[Admission | IdempotencyConflict]:
+        """Admit and send many jobs with pipelined round trips; one result per job."""
+        for job in jobs:
+            self.check(job)
+        results = self.store.admit_many(jobs)
+        by_id = {job.job_id: job for job in jobs}
+        admitted = [r for r in results if isinstance(r, Admission)]
+        known = [r.job_id for r in admitted if not r.created]
+        sent_before = self.store.dispatched_many(known)
+        # New jobs, and known ones whose message may never have left (a crashed producer).
+        to_send = [r.job_id for r in admitted if r.created or not sent_before.get(r.job_id)]
+        if to_send:
+            send_steps(
+                self.app, [Dispatch("create", jid, _label(by_id.get(jid))) for jid in to_send]
+            )
+            self.store.mark_dispatched(to_send)
+        return results
+
+
+def _label(job: CardLoadJob | None) -> str:
+    if job is None:
+        return ""
+    card = mask_card_number(job.card_number) if job.card_number else job.card_group_id
+    return f"card={card}, amount_cents={job.amount_cents}"
+
+
+@functools.cache
+def default_producer() -> CardLoadProducer:
+    return CardLoadProducer.from_settings()
+
+
+def enqueue_card_load(
+    *,
+    amount_cents: int,
+    card_number: str | None = None,
+    card_group_id: str | None = None,
+    currency: str = "EUR",
+    idempotency_key: str | None = None,
+    description: str | None = None,
+    extra_lines: Sequence[ExtraLine | dict[str, Any]] = (),
+    customer_id: str | None = None,
+    customer_contact: Contact | dict[str, Any] | None = None,
+    template_id: str | None = None,
+    payment_method: str | None = None,
+    source: JobSource | dict[str, Any] | None = None,
+    producer: CardLoadProducer | None = None,
+) -> str:
+    """Enqueue one card load for an upstream system; returns the job id.
+
+    The same ``idempotency_key`` never enqueues twice: it returns the first job's id,
+    and raises :class:`IdempotencyConflict` if the content differs. Without a key, one
+    is made here, once, so every retry and replay of this load carries it.
+    """
+    producer = producer or default_producer()
+    job = CardLoadJob.model_validate(
+        {
+            "idempotency_key": idempotency_key or f"cardload:{uuid.uuid4().hex}",
+            "card_number": card_number,
+            "card_group_id": card_group_id,
+            "amount_cents": amount_cents,
+            "currency": currency,
+            "description": description,
+            "extra_lines": tuple(extra_lines),
+            "customer_id": customer_id,
+            "customer_contact": customer_contact,
+            "template_id": template_id,
+            "payment_method": payment_method,
+            "source": source or JobSource(),
+        }
+    )
+    return producer.enqueue(job)

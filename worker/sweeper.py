@@ -1,0 +1,75 @@
+"""Re-dispatch jobs that stopped making progress.
+
+A message can be lost outside our control (a producer that died between accepting a
+job and sending it, a broker restart without persistence). Every unfinished job sits
+in a sorted set scored by its last progress; one worker at a time (a Redis lock)
+sends the current step again for those silent longer than ``stall_after_s``. Steps are
+idempotent, so a message that was merely slow, not lost, costs a duplicate no-op.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import redis
+from celery import Celery
+
+from config import Settings, load_settings
+from jobs import keys
+from jobs.model import HistoryEntry, JobStatus
+from jobs.routing import Step
+from jobs.store import JobStore
+from observability import get_logger
+from worker.dispatch import Dispatch, send_steps
+
+log = get_logger(__name__)
+
+_STEP_FOR: dict[JobStatus, Step] = {
+    JobStatus.QUEUED: "create",
+    JobStatus.CREATING: "create",
+    JobStatus.CREATED: "start",
+    JobStatus.STARTING: "start",
+}
+
+
+def recover_stalled(
+    app: Celery, store: JobStore, stall_after_s: float, now: float | None = None
+) -> int:
+    """Send the current step of every stalled job again; returns how many."""
+    cutoff = (now if now is not None else time.time()) - stall_after_s
+    items: list[tuple[Dispatch, JobStatus]] = []
+    for job_id in store.stalled(cutoff):
+        record = store.load(job_id)
+        if record is not None and record.status in _STEP_FOR:
+            items.append((Dispatch(_STEP_FOR[record.status], job_id, "recovered"), record.status))
+    if items:
+        send_steps(app, [item for item, _ in items])
+        for item, status in items:
+            # Recording progress also moves the job's score: it is not re-sent next round.
+            store.record(
+                item.job_id, HistoryEntry(status=status, note=f"stalled: {item.step} sent again")
+            )
+        log.warning("jobs.recovered", count=len(items))
+    return len(items)
+
+
+def _loop(app: Celery, settings: Settings, stop: threading.Event) -> None:
+    client = redis.Redis.from_url(settings.redis_url)
+    store = JobStore(client)
+    interval_s = min(60.0, settings.jobs.stall_after_s / 4)
+    while not stop.wait(interval_s):
+        try:
+            if client.set(keys.SWEEP_LOCK, "1", nx=True, px=int(interval_s * 900)):
+                recover_stalled(app, store, settings.jobs.stall_after_s)
+        except redis.RedisError as exc:
+            log.warning("sweeper.redis_error", error=str(exc))
+
+
+def start_sweeper(app: Celery) -> threading.Event:
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_loop, args=(app, load_settings(), stop), name="cardload-sweeper", daemon=True
+    )
+    thread.start()
+    return stop
