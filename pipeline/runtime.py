@@ -40,11 +40,16 @@ def dead_letter_store(client: redis.Redis, settings: Settings) -> DeadLetterStor
     return DeadLetterStore(client, settings.events.dead_letters, event_stream(client, settings))
 
 
-def build_pipeline(settings: Settings, transport: httpx.BaseTransport | None = None) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    *,
+    client: redis.Redis | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Pipeline:
     settings.require_secuconnect()
     secu = settings.secuconnect
     assert secu.client_id and secu.client_secret
-    client = redis_client(settings)
+    client = client or redis_client(settings)
     http = build_http(
         secu.base_url,
         timeout=httpx.Timeout(

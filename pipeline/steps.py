@@ -69,9 +69,10 @@ class Pipeline:
 
     @property
     def _lock_ttl_ms(self) -> int:
-        # Longer than the slowest call a step makes (two calls plus token refresh).
+        # Longer than a step can take (a read and a write call, each within its timeouts),
+        # short enough that a redelivered job waits little for a dead holder's lock.
         http = self.settings.secuconnect
-        return int((http.connect_timeout_s + http.read_timeout_s) * 3 * 1000 + 10_000)
+        return int(((http.connect_timeout_s + http.read_timeout_s) * 2 + 5) * 1000)
 
     # --- create -------------------------------------------------------------------------
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import fakeredis
 import httpx
 import pytest
+import redis
 
 from sandbox import SandboxApp, SandboxTransport
 from secuconnect import MemoryTokenSource, SecuconnectClient, build_http, fetch_token
+from tests.services import redis_server
 from tests.support import CREDENTIALS
 
 
@@ -44,3 +47,23 @@ def auth(token: str) -> dict[str, str]:
 @pytest.fixture
 def client(http: httpx.Client) -> SecuconnectClient:
     return SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A private redis-server for the whole run (never the machine's shared one)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from config import Settings
+from sandbox import CONTRACT_ID, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEVICE_ID
 from secuconnect import Credentials
 
 SEED_DIR = Path(__file__).parent / "fixtures" / "seed"
@@ -27,3 +28,26 @@ def load_request(card: str, cents: int, **extra: Any) -> dict[str, Any]:
     body["basket"]["products"] = [body["basket"]["products"][1] | {"id": 1, "priceOne": cents}]
     body["basket_info"]["sum"] = cents
     return body | extra
+
+
+def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
+    """Settings for tests: the sandbox's credentials, short backoff, small timeouts."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "secuconnect": {
+            "base_url": base_url,
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "contract_id": CONTRACT_ID,
+            "device_id": DEVICE_ID,
+            "connect_timeout_s": 1.0,
+            "read_timeout_s": 5.0,
+        },
+        "retry": {"max_attempts": 4, "base_backoff_s": 0.05, "max_backoff_s": 0.5},
+        "jobs": {"visibility_timeout_s": 10, "stall_after_s": 60},
+        "events": {"stream": "test:events", "dead_letters": "test:dlq"},
+        "log": {"format": "console", "level": "INFO"},
+    }
+    for name, section in sections.items():
+        values[name] = {**values.get(name, {}), **section}
+    return Settings(_env_file=None, **values)

@@ -22,10 +22,15 @@ from worker.sweeper import start_sweeper
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    visibility = {"visibility_timeout": settings.jobs.visibility_timeout_s}
+    vt = settings.jobs.visibility_timeout_s
+    visibility = {"visibility_timeout": vt}
+    # kombu scans for expired unacknowledged messages every interval x throttle seconds
+    # (100 s by default); scan every interval instead, so a killed worker's messages
+    # come back soon after the visibility timeout, not minutes later.
+    restore = {"unacked_restore_interval": max(1, min(10, vt // 10)), "unacked_restore_throttle": 1}
     return {
         "broker_url": settings.effective_broker_url,
-        "broker_transport_options": visibility,
+        "broker_transport_options": visibility | restore,
         "result_backend_transport_options": visibility,
         "visibility_timeout": settings.jobs.visibility_timeout_s,
         "broker_connection_retry_on_startup": True,

@@ -1,0 +1,104 @@
+"""End-to-end fixtures: our own redis-server, the sandbox over HTTP, real worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from config import Settings
+from events import EventStream
+from jobs import JobRecord, JobStatus, JobStore
+from producers.enqueue import CardLoadProducer
+from sandbox import FaultSettings, SandboxApp, serve_in_thread
+from tests.services import WorkerProcess, settings_env, wait_for
+from tests.support import make_settings
+from worker.app import create_app
+
+
+@dataclass
+class Stack:
+    sandbox: SandboxApp
+    sandbox_url: str
+    settings: Settings
+    redis: redis.Redis
+    producer: CardLoadProducer
+    events: EventStream
+    tmp_path: Path
+    workers: list[WorkerProcess]
+
+    @property
+    def store(self) -> JobStore:
+        return self.producer.store
+
+    @property
+    def env(self) -> dict[str, str]:
+        return settings_env(self.settings)
+
+    def faults(self, *rules: dict[str, Any]) -> None:
+        self.sandbox.faults.configure(FaultSettings.model_validate({"rules": list(rules)}))
+
+    def start_worker(self, *extra: str) -> WorkerProcess:
+        log = self.tmp_path / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(self.settings, "--concurrency=8", *extra, log_path=log)
+        self.workers.append(worker)
+        return worker
+
+    def finished(self, job_id: str, timeout_s: float = 60) -> JobRecord:
+        def done() -> JobRecord | None:
+            record = self.store.load(job_id)
+            return record if record and record.status.terminal else None
+
+        try:
+            return wait_for(done, timeout_s, f"job {job_id} to finish")
+        except AssertionError:
+            for worker in self.workers:
+                print(worker.log()[-5000:])
+            raise
+
+    def events_for(self, job_id: str) -> list[Any]:
+        return [e.event for e in self.events.read() if e.event.job_id == job_id]
+
+    def published(self, job_id: str, count: int = 1) -> list[Any]:
+        return wait_for(
+            lambda: (found := self.events_for(job_id)) and len(found) >= count and found,
+            30,
+            "events",
+        )
+
+    def ledger(self, card: str | None = None) -> list[dict[str, Any]]:
+        with httpx.Client(base_url=self.sandbox_url) as http:
+            entries: list[dict[str, Any]] = http.get(
+                "/_sandbox/ledger", params={"card": card} if card else {}
+            ).json()
+            return entries
+
+
+@pytest.fixture
+def stack(real_redis: redis.Redis, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+    app = SandboxApp()
+    with serve_in_thread(app) as server:
+        settings = make_settings(redis_url, server.url, retry={"max_backoff_s": 2.0})
+        producer = CardLoadProducer(create_app(settings), JobStore(real_redis), settings)
+        events = EventStream(real_redis, settings.events.stream)
+        built = Stack(app, server.url, settings, real_redis, producer, events, tmp_path, [])
+        try:
+            yield built
+        finally:
+            for worker in built.workers:
+                worker.stop()
+
+
+@pytest.fixture
+def running(stack: Stack) -> Stack:
+    """The stack with one worker running."""
+    stack.start_worker()
+    return stack
+
+
+JobFactory = Callable[..., str]

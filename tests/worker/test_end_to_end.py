@@ -1,0 +1,161 @@
+"""The whole product with real parts: our own redis-server, ``cardload worker``
+subprocesses, the sandbox over HTTP. Every claim of exactly-once effect is checked
+against the sandbox's ledger of applied loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from events import CardLoadFailed, CardLoadSucceeded
+from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobStatus
+from sandbox import LOCKED_CARD, SEED_CARD
+from tests.services import ROOT, wait_for
+from tests.support import seed
+from tests.worker.conftest import Stack
+
+
+def enqueue(stack: Stack, key: str = "order-1", **fields: Any) -> str:
+    job = CardLoadJob.model_validate(
+        {"idempotency_key": key, "card_number": SEED_CARD, "amount_cents": 2000} | fields
+    )
+    return stack.producer.enqueue(job)
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | stack.env
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_seed_case_end_to_end(running: Stack) -> None:
+    dining = ExtraLine(
+        desc="Dining service Puslnitz, 26 pieces",
+        price_one_cents=5900,
+        tax=19,
+        article_number="30200",
+    )
+    job_id = enqueue(running, extra_lines=[dining])
+    record = running.finished(job_id)
+    assert record.status is JobStatus.SUCCEEDED, record.error
+    [event] = running.published(job_id)
+    assert isinstance(event, CardLoadSucceeded)
+    assert (event.balances.cash_cents, event.balances.bonus_cents, event.balances.total_cents) == (
+        2200,
+        810,
+        3010,
+    )
+    assert event.receipt.lines == seed("03-start-response-excerpt.json")["receipt"]
+    assert [e["amount_cents"] for e in running.ledger()] == [2000]
+
+
+def test_503s_then_success(running: Stack) -> None:
+    running.faults(
+        {"kind": "error_503", "endpoint": "create", "times": 2},
+        {"kind": "error_503", "endpoint": "start", "times": 1},
+    )
+    record = running.finished(enqueue(running))
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.attempts == {"create": 3, "start": 2}
+    assert len(running.ledger()) == 1
+
+
+def test_rate_limit_retry_after_is_honoured(running: Stack) -> None:
+    running.faults({"kind": "rate_limit", "endpoint": "start", "times": 1, "retry_after_s": 1})
+    record = running.finished(enqueue(running))
+    assert record.status is JobStatus.SUCCEEDED
+    starts = [
+        h
+        for h in record.history
+        if h.step == "start" and h.status is JobStatus.STARTING and h.error is None
+    ]
+    retry = next(h for h in record.history if h.error and h.error.kind == "rate_limited")
+    assert retry.note == "retry in 1.0 s"
+    assert (starts[1].at - starts[0].at).total_seconds() >= 1.0  # not before the server allowed
+
+
+def test_expired_token_is_refreshed(running: Stack) -> None:
+    assert running.finished(enqueue(running, "first")).status is JobStatus.SUCCEEDED
+    running.sandbox.auth.expire_all()
+    assert running.finished(enqueue(running, "second")).status is JobStatus.SUCCEEDED
+    assert running.sandbox.requests["token"] == 2
+
+
+def test_permanent_error_dead_lettered_without_retries(running: Stack) -> None:
+    job_id = enqueue(running, card_number=LOCKED_CARD)
+    record = running.finished(job_id)
+    assert record.status is JobStatus.DEAD_LETTERED
+    assert record.attempts == {"create": 1}
+    [event] = running.published(job_id)
+    assert (
+        isinstance(event, CardLoadFailed) and event.error.api_error == "ProductNotAllowedException"
+    )
+    listing = cli(running, "dlq", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert (
+        '"api_error": "ProductNotAllowedException"' in listing.stdout and job_id in listing.stdout
+    )
+    assert "9276000000000001" not in listing.stdout  # masked
+
+
+def test_replay_succeeds_once(running: Stack) -> None:
+    running.faults({"kind": "error_503", "endpoint": "start"})
+    job_id = enqueue(running)
+    assert running.finished(job_id).status is JobStatus.DEAD_LETTERED
+    running.faults()
+    replay = cli(running, "dlq", "replay", job_id)
+    assert replay.returncode == 0, replay.stderr
+    record = wait_for(
+        lambda: (r := running.store.load(job_id)) and r.status is JobStatus.SUCCEEDED and r,
+        60,
+        "replay",
+    )
+    assert record.generation == 1
+    assert len(running.ledger()) == 1
+    assert [e.type for e in running.published(job_id, 2)] == [
+        "card_load.failed",
+        "card_load.succeeded",
+    ]
+    assert cli(running, "dlq", "replay", job_id).returncode == 1  # nothing left to replay
+
+
+@pytest.mark.parametrize("endpoint", ["create", "start"])
+def test_commit_then_lose_loads_exactly_once(running: Stack, endpoint: str) -> None:
+    running.faults({"kind": "commit_then_lose", "endpoint": endpoint, "times": 1, "lose_as": "reset"},
+                   {"kind": "commit_then_lose", "endpoint": endpoint, "times": 1, "lose_as": "timeout", "delay_ms": 6000})  # fmt: skip
+    first, second = enqueue(running, "lost-1"), enqueue(running, "lost-2")
+    for job_id in (first, second):
+        assert running.finished(job_id).status is JobStatus.SUCCEEDED
+        assert len(running.published(job_id)) == 1
+    assert len(running.sandbox.world.transactions) == 2
+    assert [e["amount_cents"] for e in running.ledger()] == [2000, 2000]
+
+
+def test_worker_killed_mid_job_loads_once(stack: Stack) -> None:
+    # The start takes effect at once and answers 3 s later: kill the worker in between.
+    stack.faults({"kind": "slow", "endpoint": "start", "times": 1, "delay_ms": 3000})
+    doomed = stack.start_worker()
+    job_id = enqueue(stack)
+    wait_for(lambda: stack.ledger(), 30, "the card to be loaded")
+    record = stack.store.load(job_id)
+    assert record is not None and record.status is JobStatus.STARTING
+    doomed.kill()
+    stack.start_worker()
+    record = stack.finished(job_id, timeout_s=90)
+    assert record.status is JobStatus.SUCCEEDED
+    assert len(stack.ledger()) == 1
+    assert len(stack.published(job_id)) == 1
+    assert stack.sandbox.requests["start"] == 1  # the redelivery read the transaction instead
+
+
+def test_duplicate_idempotency_key(running: Stack) -> None:
+    first = enqueue(running, "same-key")
+    assert enqueue(running, "same-key") == first
+    with pytest.raises(IdempotencyConflict):
+        enqueue(running, "same-key", amount_cents=2100)
+    assert running.finished(first).status is JobStatus.SUCCEEDED
+    assert len(running.ledger()) == 1
