@@ -1,117 +1,211 @@
-"""``cardload demo``: the seed document's example, end to end against the sandbox over HTTP."""
+"""``cardload demo``: the whole product on a private stack, then everything stopped.
+
+A private redis-server (or, without one installed, ``CARDLOAD_REDIS_URL``), the
+sandbox over HTTP, one ``cardload worker`` process, and the sample batch in
+``cli/data/sample-batch.csv``: valid rows, invalid rows (reported, not enqueued) and
+a locked card that ends in the dead-letter store.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-import httpx
-from pydantic import SecretStr
+import redis
 
-from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SEED_CARD, SandboxApp, serve_in_thread
-from sandbox.world import CONTRACT_ID, CUSTOMER_ID, DEVICE_ID, TEMPLATE_ID
-from secuconnect import (
-    LOAD_EAN,
-    Balances,
-    CreateSmartTransaction,
-    Credentials,
-    MemoryTokenSource,
-    SecuconnectClient,
-    build_http,
-    fetch_token,
-)
+from cli.output import table
+from config import Settings, load_settings, to_env
+from events import CardLoadSucceeded, EventStream
+from jobs.store import JobStore
+from producers.batch import submit_batch
+from producers.batch_report import batch_report, batch_status
+from producers.enqueue import CardLoadProducer
+from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SandboxApp, serve_in_thread
+from sandbox.world import CONTRACT_ID, DEVICE_ID
 from secuconnect.money import format_money_de
-from secuconnect.receipt import render_receipt
+from worker.app import create_app
 
-SEED_BALANCES_AFTER = Balances(cash_cents=2200, bonus_cents=810, total_cents=3010)
+SAMPLE = Path(__file__).parent / "data" / "sample-batch.csv"
 
 
 def register(commands: Any) -> None:
-    demo = commands.add_parser("demo", help="run the seed example against a private sandbox")
+    demo = commands.add_parser("demo", help="run the sample batch on a private sandbox + worker")
+    demo.add_argument("--file", type=Path, default=SAMPLE, help="batch file to run")
+    demo.add_argument("--timeout-s", type=float, default=120)
     demo.set_defaults(run=_run)
 
 
-def seed_request(*, with_notification: bool = False) -> CreateSmartTransaction:
-    """The seed's create request; with a notification, its second example."""
-    load_line: dict[str, Any] = {
-        "id": 2 if not with_notification else 1,
-        "ean": LOAD_EAN,
-        "articleNumber": None,
-        "desc": "Kartenaufladung 20 EUR",
-        "quantity": 1,
-        "priceOne": 2000,
-        "tax": 0,
-    }
-    dining: dict[str, Any] = {
-        "id": 1,
-        "articleNumber": 30200,
-        "desc": "Dining service Puslnitz, 26 pieces",
-        "quantity": 1,
-        "priceOne": 5900,
-        "tax": 19,
-    }
-    products = [load_line] if with_notification else [dining, load_line]
-    body: dict[str, Any] = {
-        "is_demo": True,
-        "contract": {"id": CONTRACT_ID},
-        "device_source": {"id": DEVICE_ID},
-        "customer": {"id": CUSTOMER_ID},
-        "intent": "sale",
-        "idents": [{"type": "card", "value": SEED_CARD}],
-        "basket": {"products": products},
-        "basket_info": {"sum": sum(p["priceOne"] for p in products), "currency": "EUR"},
-    }
-    if with_notification:
-        body["customer"] = {
-            "contact": {
-                "salutation": "Mr.",
-                "title": "Dr.",
-                "forename": "Max",
-                "surname": "Mustermann",
-                "address": {
-                    "street": "Musterstr.",
-                    "street_number": "25 b",
-                    "postal_code": "99999",
-                    "city": "Musterstadt",
-                    "country": "DE",
-                },
-                "email": "max123@example.org",
-            }
-        }
-        body["communications"] = {"action_type": "charge", "template_id": TEMPLATE_ID}
-    return CreateSmartTransaction.model_validate(body)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _balances(b: Balances | None) -> str:
-    if b is None:
-        return "(no card)"
-    return (
-        f"cash {format_money_de(b.cash_cents)}, bonus {format_money_de(b.bonus_cents)}, "
-        f"balance {format_money_de(b.total_cents)}"
+@contextmanager
+def _private_redis() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        url = load_settings().redis_url
+        print(f"redis: no redis-server installed, using CARDLOAD_REDIS_URL {url}")
+        yield url
+        return
+    port, workdir = _free_port(), tempfile.mkdtemp(prefix="cardload-demo-")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        print(f"redis: private redis-server on port {port}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _settings(redis_url: str, sandbox_url: str) -> Settings:
+    return Settings(
+        _env_file=None,
+        redis_url=redis_url,
+        secuconnect={
+            "base_url": sandbox_url,
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": DEFAULT_CLIENT_SECRET,
+            "contract_id": CONTRACT_ID,
+            "device_id": DEVICE_ID,
+        },
+        retry={"max_attempts": 5, "base_backoff_s": 0.2, "max_backoff_s": 2},
+        log={"format": "console", "level": "WARNING"},
     )
 
 
-def _run(_: argparse.Namespace) -> int:
-    with serve_in_thread(SandboxApp()) as server, build_http(server.url) as http:
-        print(f"sandbox: {server.url} (real HTTP, a private instance)")
-        credentials = Credentials(DEFAULT_CLIENT_ID, SecretStr(DEFAULT_CLIENT_SECRET))
-        client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, credentials)))
+def _child_env(settings: Settings) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+    return inherited | to_env(settings)
 
-        created = client.create(seed_request())
-        print(f"\ncreated {created.id} status={created.status}")
-        print(f"  card {created.card_number} before: {_balances(created.balances)}")
-        started = client.start(created.id)
-        print(f"started {started.id} status={started.status}")
-        print(f"  card {started.card_number} after:  {_balances(started.balances)}")
-        print("\n" + render_receipt(started.receipt))
 
-        notified = client.create(seed_request(with_notification=True))
-        client.start(notified.id)
-        mail = httpx.get(f"{server.url}/_sandbox/outbox").json()[-1]
-        print(f"\nnotification to {mail['to']} ({mail['template_id']}):\n{mail['body']}")
-
-        ok = started.balances == SEED_BALANCES_AFTER
-        print(
-            f"\nseed figures (cash 2200, bonus 810, balance 3010): {'MATCH' if ok else 'MISMATCH'}"
+@contextmanager
+def _worker(settings: Settings, log_path: Path) -> Iterator[None]:
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "worker",
+                "--concurrency=8",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=INFO",
+            ],
+            env=_child_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        return 0 if ok else 1
+        try:
+            yield
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def _money(cents: object) -> str:
+    return format_money_de(int(str(cents))) if cents not in ("", None) else ""
+
+
+def _print_results(store: JobStore, batch_id: str) -> None:
+    rows = [
+        {
+            "row": line["row"],
+            "card": line.get("card_number", ""),
+            "amount": _money(line.get("amount_cents")),
+            "outcome": line["outcome"],
+            "new balance": _money(line.get("new_balance_cents")),
+            "transaction": line.get("transaction_id", ""),
+            "error": line.get("error", ""),
+        }
+        for line in batch_report(store, batch_id)
+    ]
+    print()
+    table(rows, ["row", "card", "amount", "outcome", "new balance", "transaction", "error"])
+
+
+def _run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="cardload-demo-") as tmp, _private_redis() as redis_url:
+        sandbox = SandboxApp()
+        with serve_in_thread(sandbox) as server:
+            print(f"sandbox: {server.url}")
+            settings = _settings(redis_url, server.url)
+            client = redis.Redis.from_url(redis_url)
+            producer = CardLoadProducer(create_app(settings), JobStore(client), settings)
+            log_path = Path(tmp) / "worker.log"
+            with _worker(settings, log_path):
+                result = submit_batch(producer, args.file)
+                invalid = len(result.invalid)
+                print(
+                    f"batch {result.batch_id}: {result.rows} rows, {result.enqueued} enqueued, "
+                    f"{invalid} invalid (reported, not enqueued)"
+                )
+                deadline = time.monotonic() + args.timeout_s
+                while not batch_status(producer.store, result.batch_id).finished:
+                    if time.monotonic() > deadline:
+                        print(log_path.read_text()[-3000:], file=sys.stderr)
+                        print("cardload demo: timed out waiting for the worker", file=sys.stderr)
+                        return 1
+                    time.sleep(0.2)
+            _print_results(producer.store, result.batch_id)
+            status = batch_status(producer.store, result.batch_id)
+            dead = client.zcard(settings.events.dead_letters)
+            events = client.xlen(settings.events.stream)
+            print(f"\nby status: {dict(status.by_status)}; dead letters: {dead}; events: {events}")
+            _print_first_receipt(EventStream(client, settings.events.stream))
+            client.close()
+    print("\nstopped: worker, sandbox, redis")
+    return 0
+
+
+def _print_first_receipt(events: EventStream) -> None:
+    """The receipt as a consumer of the result events sees it (card numbers masked)."""
+    for entry in events.read():
+        if isinstance(entry.event, CardLoadSucceeded):
+            print(f"\nreceipt of job {entry.event.job_id} ({entry.event.transaction_id}):\n")
+            print(entry.event.receipt.text)
+            return

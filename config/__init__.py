@@ -10,6 +10,7 @@ from config.settings import (
     SettingsError,
     WorkerSettings,
     load_settings,
+    to_env,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "SettingsError",
     "WorkerSettings",
     "load_settings",
+    "to_env",
 ]

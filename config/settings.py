@@ -180,6 +180,24 @@ class SettingsError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def to_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``CARDLOAD_*`` variables, secrets included: only for handing the
+    configuration to a child process (a worker the demo or a test starts)."""
+    env: dict[str, str] = {}
+    for name, value in settings:
+        children = value if isinstance(value, BaseModel) else [(None, value)]
+        for child, inner in children:
+            if inner is not None:
+                env[env_name((name, child) if child else (name,))] = _env_text(inner)
+    return env
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def env_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
 

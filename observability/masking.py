@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # 13-19 digit runs: card numbers; shorter ids (TA codes, amounts) stay readable, and
 # so do the digits after a decimal point (durations such as 0.07488760000001093).
@@ -18,6 +19,21 @@ def mask_card_number(number: str) -> str:
     if len(number) < 13:
         return "*" * len(number)
     return number[:6] + "*" * (len(number) - 10) + number[-4:]
+
+
+def mask_receipt(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Receipt lines with card numbers masked in every value and text."""
+
+    def masked(value: Any) -> Any:
+        if isinstance(value, str):
+            return mask_text(value)
+        if isinstance(value, dict):
+            return {k: masked(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [masked(v) for v in value]
+        return value
+
+    return [masked(line) for line in lines]
 
 
 def mask_text(text: str) -> str:

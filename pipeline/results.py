@@ -13,7 +13,7 @@ from events.model import (
     succeeded_event_id,
 )
 from jobs.model import ErrorInfo, JobRecord, LoadResult, now_utc
-from observability.masking import mask_card_number
+from observability.masking import mask_card_number, mask_receipt
 from secuconnect.models import SmartTransaction
 from secuconnect.receipt import render_receipt
 
@@ -43,8 +43,10 @@ def succeeded_event(
     result = record.result
     if result is None:
         raise ValueError(f"job {record.job.job_id} has no result")
+    # The receipt prints the card number too: masked there like everywhere else.
+    lines = mask_receipt(result.receipt) if mask else result.receipt
     parsed = SmartTransaction.model_validate(
-        {"id": result.transaction_id, "status": result.status, "receipt": result.receipt}
+        {"id": result.transaction_id, "status": result.status, "receipt": lines}
     )
     job = record.job
     return CardLoadSucceeded(
@@ -65,7 +67,7 @@ def succeeded_event(
             bonus_cents=result.bonus_cents,
             total_cents=result.total_cents,
         ),
-        receipt=EventReceipt(lines=result.receipt, text=render_receipt(parsed.receipt)),
+        receipt=EventReceipt(lines=lines, text=render_receipt(parsed.receipt)),
         finished_at=record.updated_at,
     )
 

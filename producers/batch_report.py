@@ -58,6 +58,15 @@ def batch_status(store: JobStore, batch_id: str) -> BatchStatus:
     return status
 
 
+def _error_text(record: JobRecord) -> str:
+    error = record.error
+    if error is None:
+        return ""
+    return (
+        f"{error.message} ({error.api_error_details})" if error.api_error_details else error.message
+    )
+
+
 def _line(row: int, job_id: str, record: JobRecord | None, mask: bool) -> dict[str, object]:
     if record is None:
         return {"row": row, "outcome": "missing", "job_id": job_id}
@@ -73,9 +82,7 @@ def _line(row: int, job_id: str, record: JobRecord | None, mask: bool) -> dict[s
         "new_balance_cents": result.total_cents if result else "",
         "new_cash_cents": result.cash_cents if result else "",
         "new_bonus_cents": result.bonus_cents if result else "",
-        "error": record.error.message
-        if record.error and record.status.value == "dead_lettered"
-        else "",
+        "error": _error_text(record) if record.status.value == "dead_lettered" else "",
         "job_id": job_id,
     }
 

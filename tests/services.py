@@ -15,12 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Literal, TypeVar
 
 import redis
-from pydantic import BaseModel, SecretStr
 
-from config import Settings
+from config import Settings, to_env
 
 ROOT = Path(__file__).parents[1]
 T = TypeVar("T")
@@ -33,7 +32,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for(check: Callable[[], T], timeout_s: float = 30.0, what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T | Literal[False] | None], timeout_s: float = 30.0, what: str = "condition"
+) -> T:
     """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -76,33 +77,12 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as the CARDLOAD_* variables a subprocess reads."""
-    env: dict[str, str] = {}
-    for name, value in settings:
-        if isinstance(value, BaseModel):
-            for child, inner in value:
-                if inner is not None:
-                    env[f"CARDLOAD_{name}_{child}".upper()] = _env_value(inner)
-        elif value is not None:
-            env[f"CARDLOAD_{name}".upper()] = _env_value(value)
-    return env
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return value.get_secret_value()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 class WorkerProcess:
     """``cardload worker`` in a subprocess of its own, as an operator would run it."""
 
     def __init__(self, settings: Settings, *extra: str, log_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-        env |= settings_env(settings) | {"PYTHONUNBUFFERED": "1"}
+        env |= to_env(settings) | {"PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(

@@ -11,12 +11,12 @@ import httpx
 import pytest
 import redis
 
-from config import Settings
+from config import Settings, to_env
 from events import EventStream
-from jobs import JobRecord, JobStatus, JobStore
+from jobs import JobRecord, JobStore
 from producers.enqueue import CardLoadProducer
 from sandbox import FaultSettings, SandboxApp, serve_in_thread
-from tests.services import WorkerProcess, settings_env, wait_for
+from tests.services import WorkerProcess, wait_for
 from tests.support import make_settings
 from worker.app import create_app
 
@@ -38,7 +38,7 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return settings_env(self.settings)
+        return to_env(self.settings)
 
     def faults(self, *rules: dict[str, Any]) -> None:
         self.sandbox.faults.configure(FaultSettings.model_validate({"rules": list(rules)}))
@@ -65,11 +65,11 @@ class Stack:
         return [e.event for e in self.events.read() if e.event.job_id == job_id]
 
     def published(self, job_id: str, count: int = 1) -> list[Any]:
-        return wait_for(
-            lambda: (found := self.events_for(job_id)) and len(found) >= count and found,
-            30,
-            "events",
-        )
+        def enough() -> list[Any] | None:
+            found = self.events_for(job_id)
+            return found if len(found) >= count else None
+
+        return wait_for(enough, 30, f"{count} event(s) of job {job_id}")
 
     def ledger(self, card: str | None = None) -> list[dict[str, Any]]:
         with httpx.Client(base_url=self.sandbox_url) as http:

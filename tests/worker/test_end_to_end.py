@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from events import CardLoadFailed, CardLoadSucceeded
-from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobStatus
+from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobRecord, JobStatus
 from sandbox import LOCKED_CARD, SEED_CARD
 from tests.services import ROOT, wait_for
 from tests.support import seed
@@ -109,11 +109,12 @@ def test_replay_succeeds_once(running: Stack) -> None:
     running.faults()
     replay = cli(running, "dlq", "replay", job_id)
     assert replay.returncode == 0, replay.stderr
-    record = wait_for(
-        lambda: (r := running.store.load(job_id)) and r.status is JobStatus.SUCCEEDED and r,
-        60,
-        "replay",
-    )
+
+    def succeeded() -> JobRecord | None:
+        record = running.store.load(job_id)
+        return record if record and record.status is JobStatus.SUCCEEDED else None
+
+    record = wait_for(succeeded, 60, "the replayed job to succeed")
     assert record.generation == 1
     assert len(running.ledger()) == 1
     assert [e.type for e in running.published(job_id, 2)] == [
@@ -125,8 +126,9 @@ def test_replay_succeeds_once(running: Stack) -> None:
 
 @pytest.mark.parametrize("endpoint", ["create", "start"])
 def test_commit_then_lose_loads_exactly_once(running: Stack, endpoint: str) -> None:
-    running.faults({"kind": "commit_then_lose", "endpoint": endpoint, "times": 1, "lose_as": "reset"},
-                   {"kind": "commit_then_lose", "endpoint": endpoint, "times": 1, "lose_as": "timeout", "delay_ms": 6000})  # fmt: skip
+    lose = {"kind": "commit_then_lose", "endpoint": endpoint, "times": 1}
+    # Lost by a reset, then (next job) by silence past the 5 s read timeout.
+    running.faults(lose | {"lose_as": "reset"}, lose | {"lose_as": "timeout", "delay_ms": 6000})
     first, second = enqueue(running, "lost-1"), enqueue(running, "lost-2")
     for job_id in (first, second):
         assert running.finished(job_id).status is JobStatus.SUCCEEDED
@@ -140,7 +142,7 @@ def test_worker_killed_mid_job_loads_once(stack: Stack) -> None:
     stack.faults({"kind": "slow", "endpoint": "start", "times": 1, "delay_ms": 3000})
     doomed = stack.start_worker()
     job_id = enqueue(stack)
-    wait_for(lambda: stack.ledger(), 30, "the card to be loaded")
+    wait_for(stack.ledger, 30, "the card to be loaded")
     record = stack.store.load(job_id)
     assert record is not None and record.status is JobStatus.STARTING
     doomed.kill()
