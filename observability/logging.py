@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -36,7 +36,7 @@ def _scrub(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return dict(cleaned)
 
 
-def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
+def configure_logging(fmt: str = "json", level: str = "INFO", stream: TextIO | None = None) -> None:
     """Route structlog and the standard library (Celery, kombu) through one renderer."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -55,7 +55,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],

@@ -4,15 +4,19 @@ against the sandbox's ledger of applied loads."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from events import CardLoadFailed, CardLoadSucceeded
 from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobRecord, JobStatus
+from observability.masking import mask_receipt
 from sandbox import LOCKED_CARD, SEED_CARD
 from tests.services import ROOT, wait_for
 from tests.support import seed
@@ -49,8 +53,18 @@ def test_seed_case_end_to_end(running: Stack) -> None:
         810,
         3010,
     )
-    assert event.receipt.lines == seed("03-start-response-excerpt.json")["receipt"]
+    seed_receipt = seed("03-start-response-excerpt.json")["receipt"]
+    # The seed's receipt, line for line: unmasked in the job record, masked in the event.
+    assert event.receipt.lines == mask_receipt(seed_receipt)
+    done = running.store.load(job_id)
+    assert done is not None and done.result is not None and done.result.receipt == seed_receipt
     assert [e["amount_cents"] for e in running.ledger()] == [2000]
+    log = running.workers[0].log()
+    assert job_id in log and "927600******4352" in log
+    assert SEED_CARD not in log
+    assert "sandbox-secret" not in log
+    assert running.sandbox.auth.expire_all() == 1  # the one token, never logged:
+    assert not any(token in log for token in running.sandbox.auth._expiry)
 
 
 def test_503s_then_success(running: Stack) -> None:
@@ -161,3 +175,43 @@ def test_duplicate_idempotency_key(running: Stack) -> None:
         enqueue(running, "same-key", amount_cents=2100)
     assert running.finished(first).status is JobStatus.SUCCEEDED
     assert len(running.ledger()) == 1
+
+
+def test_batch_file_through_the_cli(running: Stack, tmp_path: Path) -> None:
+    batch = tmp_path / "gift.csv"
+    batch.write_text(
+        "card_number,amount,currency,reference\n"
+        "9276000000000003,50.00,EUR,gift-1\n"
+        "9276000000000003,25.00,EUR,gift-2\n"
+        "9276000000000001,10.00,EUR,gift-3\n"
+        "9276000000000003,abc,EUR,gift-4\n"
+    )
+    submitted = cli(running, "batch", "submit", str(batch), "--json")
+    result = json.loads(submitted.stdout)
+    assert (result["enqueued"], result["invalid"]) == (
+        3,
+        [{"row": 4, "field": "amount", "reason": "'abc' is not an amount like 20.00"}],
+    )
+
+    def finished() -> dict[str, Any] | None:
+        status: dict[str, Any] = json.loads(
+            cli(running, "batch", "status", result["batch_id"], "--json").stdout
+        )
+        return status if status["finished"] else None
+
+    status = wait_for(finished, 60, "the batch to finish")
+    assert status["by_status"] == {"succeeded": 2, "dead_lettered": 1}
+    report = tmp_path / "report.csv"
+    assert cli(running, "batch", "report", result["batch_id"], "--out", str(report)).returncode == 0
+    rows = list(csv.DictReader(report.read_text().splitlines()))
+    assert [(r["row"], r["outcome"]) for r in rows] == [
+        ("1", "succeeded"), ("2", "succeeded"), ("3", "dead_lettered"), ("4", "invalid"),
+    ]  # fmt: skip
+    # Both loads hit one gift card, in either order: the later one sees 75,00 EUR.
+    assert max(int(rows[0]["new_balance_cents"]), int(rows[1]["new_balance_cents"])) == 7500
+    assert "card is locked" in rows[2]["error"] and rows[0]["transaction_id"].startswith("STX_")
+    assert cli(running, "batch", "submit", str(batch), "--json").stdout.count('"enqueued": 0') == 1
+    assert len(running.ledger()) == 2
+    tail = cli(running, "events", "tail", "--json")
+    types = [json.loads(line)["type"] for line in tail.stdout.splitlines()]
+    assert sorted(types) == ["card_load.failed", "card_load.succeeded", "card_load.succeeded"]

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import fakeredis
+
+from events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
+from events.schema import SCHEMA_FILE, render_schema
+from jobs import JobSource
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def event(job_id: str = "j1") -> CardLoadSucceeded:
+    return CardLoadSucceeded(
+        event_id=f"{job_id}:succeeded", occurred_at=NOW, job_id=job_id, idempotency_key="k",
+        source=JobSource(batch_id="b", row=3), card_number="927600******4352", amount_cents=2000,
+        currency="EUR", attempts={"create": 1, "start": 1}, enqueued_at=NOW, transaction_id="STX_1",
+        status="ok", balances=EventBalances(cash_cents=2200, bonus_cents=810, total_cents=3010),
+        receipt=EventReceipt(lines=[{"type": "space"}], text=""), finished_at=NOW,
+    )  # fmt: skip
+
+
+def test_committed_schema_is_generated_from_the_models() -> None:
+    assert SCHEMA_FILE.read_text() == render_schema(), (
+        "run: cardload events schema > events/schema.json"
+    )
+
+
+def test_published_once_per_event_id(fake_redis: fakeredis.FakeRedis) -> None:
+    stream = EventStream(fake_redis, "ev")
+    fake_redis.hset("cardload:job:j1", "status", "succeeded")
+    assert stream.publish(event()) is not None
+    assert stream.publish(event()) is None  # a redelivered publish adds nothing
+    [entry] = stream.read()
+    assert entry.event == event()
+
+
+def test_consumer_groups(fake_redis: fakeredis.FakeRedis) -> None:
+    stream = EventStream(fake_redis, "ev")
+    stream.ensure_group("billing")
+    stream.ensure_group("billing")  # idempotent
+    for job_id in ("a", "b"):
+        stream.publish(event(job_id))
+    entries = stream.read_group("billing", "c1")
+    assert [e.event.job_id for e in entries] == ["a", "b"]
+    stream.ack("billing", *(e.stream_id for e in entries))
+    assert stream.read_group("billing", "c1") == []
+    assert [e.event.job_id for e in stream.tail(1)] == ["b"]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from observability import bind_job, configure_logging, get_logger, mask_card_number, mask_text
+from observability.masking import mask_receipt
+
+
+def test_masking() -> None:
+    assert mask_card_number("9276004424644352") == "927600******4352"
+    assert mask_text("card 9276004424644352 and 9276 0000") == "card 927600******4352 and 9276 0000"
+    assert (
+        mask_text("TA 32076570, runtime 0.07488760000001093 s")
+        == "TA 32076570, runtime 0.07488760000001093 s"
+    )
+    lines = [
+        {
+            "type": "name-value",
+            "value": {"name": "Kartennummer:", "value": "9276004424644352", "decoration": []},
+        }
+    ]
+    assert mask_receipt(lines)[0]["value"]["value"] == "927600******4352"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream)
+    yield stream
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
+def test_json_lines_with_job_context_and_nothing_secret(json_logs: io.StringIO) -> None:
+    bind_job("job-1", transaction_id="STX_1", attempt=2, step="start")
+    get_logger("t").info(
+        "card.loaded",
+        card="9276004424644352",
+        token="qb56tjj1",
+        headers={"Authorization": "Bearer x"},
+    )
+    logging.getLogger("celery").warning("received %s", "9276004424644352")
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    first, second = lines
+    assert (first["event"], first["job_id"], first["transaction_id"], first["attempt"]) == (
+        "card.loaded",
+        "job-1",
+        "STX_1",
+        2,
+    )
+    assert first["card"] == "927600******4352"
+    assert first["token"] == "**********" and first["headers"]["Authorization"] == "**********"
+    assert second["event"] == "received 927600******4352" and second["level"] == "warning"
+    structlog.contextvars.clear_contextvars()

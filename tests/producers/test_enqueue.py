@@ -1,0 +1,168 @@
+"""Producers against a real Redis broker (no worker): what lands in the queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from config import Settings, to_env
+from jobs import IdempotencyConflict, JobStatus, JobStore
+from producers.batch import submit_batch
+from producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
+from tests.services import ROOT
+from tests.support import make_settings
+from worker.app import create_app
+
+CARD = "9276004424644352"
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url, "http://127.0.0.1:9")
+
+
+@pytest.fixture
+def producer(real_redis: redis.Redis, settings: Settings) -> CardLoadProducer:
+    return CardLoadProducer(create_app(settings), JobStore(real_redis), settings)
+
+
+def queued(client: redis.Redis) -> list[Any]:
+    messages: list[Any] = client.lrange("cardload", 0, -1)
+    return messages
+
+
+def test_enqueue_card_load_is_idempotent(
+    producer: CardLoadProducer, real_redis: redis.Redis
+) -> None:
+    job_id = enqueue_card_load(card_number=CARD, amount_cents=2000, idempotency_key="order-77",
+                               source={"order_id": "77"}, producer=producer)  # fmt: skip
+    assert (
+        enqueue_card_load(
+            card_number=CARD, amount_cents=2000, idempotency_key="order-77", producer=producer
+        )
+        == job_id
+    )
+    with pytest.raises(IdempotencyConflict):
+        enqueue_card_load(
+            card_number=CARD, amount_cents=2500, idempotency_key="order-77", producer=producer
+        )
+    messages = queued(real_redis)
+    assert len(messages) == 1
+    message = json.loads(messages[0])
+    assert message["headers"]["task"] == "cardload.create"
+    assert (
+        job_id in message["headers"]["argsrepr"]
+        and "927600******4352" in message["headers"]["argsrepr"]
+    )
+    assert CARD.encode() not in messages[0]  # neither in the body nor in Flower's argsrepr
+
+
+def test_keys_are_made_once_when_not_given(producer: CardLoadProducer) -> None:
+    a = enqueue_card_load(card_number=CARD, amount_cents=100, producer=producer)
+    b = enqueue_card_load(card_number=CARD, amount_cents=100, producer=producer)
+    assert a != b
+
+
+def test_amount_limit(producer: CardLoadProducer) -> None:
+    with pytest.raises(AmountLimitError):
+        enqueue_card_load(card_number=CARD, amount_cents=50_001, producer=producer)
+
+
+def test_a_job_admitted_but_never_sent_is_sent_on_the_next_enqueue(
+    producer: CardLoadProducer, real_redis: redis.Redis
+) -> None:
+    from jobs import CardLoadJob
+
+    job = CardLoadJob(idempotency_key="crashed", card_number=CARD, amount_cents=100)
+    producer.store.admit(job)  # as if the producer died before sending
+    assert queued(real_redis) == []
+    assert (
+        enqueue_card_load(
+            card_number=CARD, amount_cents=100, idempotency_key="crashed", producer=producer
+        )
+        == job.job_id
+    )
+    assert len(queued(real_redis)) == 1
+    enqueue_card_load(
+        card_number=CARD, amount_cents=100, idempotency_key="crashed", producer=producer
+    )
+    assert len(queued(real_redis)) == 1
+
+
+def test_ten_thousand_rows_and_a_resubmission(
+    producer: CardLoadProducer, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "payroll.csv"
+    rows = [f"92760{i:011d},{i % 90 + 1}.{i % 100:02d},EUR,emp-{i}" for i in range(10_000)]
+    path.write_text(
+        "card_number,amount,currency,reference\n" + "\n".join(rows) + "\n9276,1,EUR,bad\n"
+    )
+    seen: list[tuple[int, int]] = []
+    first = submit_batch(producer, path, lambda done, total: seen.append((done, total)))
+    assert (first.rows, first.enqueued, first.already_known) == (10_001, 10_000, 0)
+    assert [(e.row, e.field) for e in first.invalid] == [(10_001, "card_number")]
+    assert seen[-1] == (10_000, 10_000)
+    assert real_redis.llen("cardload") == 10_000
+    again = submit_batch(producer, path)
+    assert (again.batch_id, again.enqueued, again.already_known) == (first.batch_id, 0, 10_000)
+    assert real_redis.llen("cardload") == 10_000  # nothing new sent
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_cli_enqueue_job_and_batch(
+    settings: Settings, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    done = _cli(
+        settings, "enqueue", "--card", CARD, "--amount", "20.00", "--key", "cli-1", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["job_id"]
+    again = _cli(settings, "enqueue", "--card", CARD, "--amount", "20.00", "--key", "cli-1")
+    assert again.stdout.startswith(f"already enqueued job {job_id}")
+    bad = _cli(settings, "enqueue", "--card", CARD, "--amount", "20.005")
+    assert bad.returncode == 2 and "fractions of a cent" in bad.stderr
+
+    shown = _cli(settings, "job", job_id, "--json")
+    view = json.loads(shown.stdout)
+    assert (view["status"], view["card_number"], view["amount_cents"]) == (
+        JobStatus.QUEUED.value,
+        "927600******4352",
+        2000,
+    )
+    assert "927600******4352" in _cli(settings, "job", job_id).stdout
+
+    batch = tmp_path / "b.csv"
+    batch.write_text(
+        "card_number,amount,currency,reference\n9276000000000003,5.00,EUR,g1\n9276000000000003,5.001,EUR,g2\n"
+    )
+    submitted = _cli(settings, "batch", "submit", str(batch))
+    assert submitted.returncode == 1  # some rows were invalid
+    assert "2    amount  5.001 has fractions of a cent" in submitted.stdout
+    batch_id = submitted.stdout.split()[1]
+    resubmitted = _cli(settings, "batch", "submit", str(batch), "--json")
+    assert json.loads(resubmitted.stdout)["enqueued"] == 0
+    status = json.loads(_cli(settings, "batch", "status", batch_id, "--json").stdout)
+    assert (
+        status["by_status"] == {"queued": 1} and status["invalid"] == 1 and not status["finished"]
+    )
+    report = tmp_path / "report.csv"
+    assert _cli(settings, "batch", "report", batch_id, "--out", str(report)).returncode == 0
+    lines = report.read_text().splitlines()
+    assert lines[0].startswith("row,outcome,card_number,amount_cents")
+    assert lines[1].startswith("1,queued,927600******0003,500,EUR")
+    assert lines[2].startswith("2,invalid,") and "fractions of a cent" in lines[2]
+    assert _cli(settings, "batch", "status", "batch_nope").returncode == 1
+    assert _cli(settings, "events", "tail").stdout == ""
+    assert _cli(settings, "dlq", "list").stdout.strip() == "(none)"

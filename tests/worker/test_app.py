@@ -1,0 +1,61 @@
+"""The Celery app's reliability settings and the stall sweep."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from jobs import CardLoadJob, JobStatus, JobStore
+from tests.support import make_settings
+from worker.app import celery_config, create_app
+from worker.sweeper import recover_stalled
+
+
+def test_reliability_settings() -> None:
+    settings = make_settings("redis://x:1/0", "http://sb", jobs={"visibility_timeout_s": 3600})
+    conf = celery_config(settings)
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["worker_prefetch_multiplier"] == 1
+    assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
+    for key in ("broker_transport_options", "result_backend_transport_options"):
+        assert conf[key]["visibility_timeout"] == 3600
+    assert conf["visibility_timeout"] == 3600
+    assert conf["broker_transport_options"]["unacked_restore_throttle"] == 1
+    assert settings.retry.max_backoff_s * 2 <= 3600
+
+
+def test_retry_delays_must_fit_the_visibility_timeout() -> None:
+    from pydantic import ValidationError
+
+    from config import SettingsError
+
+    with pytest.raises((ValidationError, SettingsError), match="at most half of"):
+        make_settings(
+            "redis://x:1/0",
+            "http://sb",
+            retry={"max_backoff_s": 600.0},
+            jobs={"visibility_timeout_s": 1000},
+        )
+
+
+def test_stalled_jobs_are_sent_again(real_redis: redis.Redis, redis_url: str) -> None:
+    settings = make_settings(redis_url, "http://sb")
+    app, store = create_app(settings), JobStore(real_redis)
+    stuck = [
+        CardLoadJob(idempotency_key=f"k{i}", card_number="9276004424644352", amount_cents=100)
+        for i in range(3)
+    ]
+    store.admit_many(stuck)  # admitted, never sent: a producer that died
+    store.transition(
+        stuck[1].job_id, allowed=None, to=JobStatus.CREATED, fields={"transaction_id": "STX_1"}
+    )
+    store.transition(stuck[2].job_id, allowed=None, to=JobStatus.SUCCEEDED)
+    assert recover_stalled(app, store, stall_after_s=60) == 0  # not stalled yet
+    assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 2
+    tasks = sorted(json.loads(m)["headers"]["task"] for m in real_redis.lrange("cardload", 0, -1))
+    assert tasks == ["cardload.create", "cardload.start"]
+    # Sending counts as progress: half a stall period later, nothing is sent again.
+    assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 30) == 0
