@@ -1,0 +1,75 @@
+"""Flower watching a real worker: it sees every task, and never a full card number."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from jobs import CardLoadJob, JobStatus
+from sandbox import GIFT_CARD, SEED_CARD
+from tests.services import ROOT, free_port, wait_for
+from tests.worker.conftest import Stack
+
+
+@pytest.fixture
+def flower(running: Stack) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+    env |= running.env | {"FLOWER_UNAUTHENTICATED_API": "true"}
+    log = (running.tmp_path / "flower.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthcheck").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def listening() -> bool:
+        # Healthy is not enough: its event receiver connects a moment later. Once it
+        # has seen a warm-up job's task, it is receiving.
+        return bool(httpx.get(f"{url}/api/tasks").json())
+
+    try:
+        wait_for(healthy, 60, "flower")
+        warm_up = CardLoadJob(idempotency_key="warm-up", card_number=GIFT_CARD, amount_cents=100)
+        running.finished(running.producer.enqueue(warm_up))
+        wait_for(listening, 60, "flower to receive events")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        log.close()
+
+
+def test_flower_sees_the_chain_with_masked_card_numbers(running: Stack, flower: str) -> None:
+    job = CardLoadJob(idempotency_key="flower-1", card_number=SEED_CARD, amount_cents=2000)
+    job_id = running.producer.enqueue(job)
+    assert running.finished(job_id).status is JobStatus.SUCCEEDED
+
+    def three_tasks() -> dict[str, Any] | None:
+        every: dict[str, Any] = httpx.get(f"{flower}/api/tasks").json()
+        tasks = {k: t for k, t in every.items() if job_id in str(t.get("args"))}
+        done = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+        return tasks if len(done) >= 3 else None
+
+    tasks = wait_for(three_tasks, 30, "flower to see the three tasks")
+    names = sorted(t["name"] for t in tasks.values())
+    assert names == ["cardload.create", "cardload.publish", "cardload.start"]
+    create = next(t for t in tasks.values() if t["name"] == "cardload.create")
+    assert job_id in create["args"] and "927600******4352" in create["args"]
+    everything = httpx.get(f"{flower}/api/tasks").text + httpx.get(f"{flower}/api/workers").text
+    assert SEED_CARD not in everything
+    assert "sandbox-secret" not in everything
+    assert "flower_events_total" in httpx.get(f"{flower}/metrics").text
