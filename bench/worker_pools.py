@@ -97,13 +97,18 @@ def run_one(worker_args: list[str], jobs: int, latency_ms: int, tmp: Path) -> fl
         cards = httpx.post(f"{url}/_sandbox/cards", json={"count": jobs}).json()["cardnumbers"]
         settings = _settings(f"redis://127.0.0.1:{port}/0", url)
         log = (tmp / "worker.log").open("w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(
+            settings
+        )
         worker = _start([sys.executable, "-m", "cli.main", "worker", "--without-mingle", "--without-gossip",
                          *worker_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         app = create_app(settings)
         _wait(lambda: app.control.ping(timeout=0.5), 60, "worker")
         producer = CardLoadProducer(app, JobStore(client), settings)
-        batch = [CardLoadJob(idempotency_key=f"bench-{i}", card_number=c, amount_cents=500) for i, c in enumerate(cards)]
+        batch = [
+            CardLoadJob(idempotency_key=f"bench-{i}", card_number=c, amount_cents=500)
+            for i, c in enumerate(cards)
+        ]
         start = time.monotonic()
         producer.enqueue_many(batch)
         # The success event is the last step; its count is one cheap XLEN to poll.
@@ -133,13 +138,18 @@ def _up(url: str) -> bool:
 
 
 def _all_done(store: JobStore, batch: list[CardLoadJob]) -> bool:
-    return all(r is not None and r.status.value == "succeeded" for r in store.load_many([j.job_id for j in batch]))
+    return all(
+        r is not None and r.status.value == "succeeded"
+        for r in store.load_many([j.job_id for j in batch])
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Celery pool comparison for card loads.")
     parser.add_argument("--jobs", type=int, default=300)
-    parser.add_argument("--latency-ms", type=int, default=50, help="added by the sandbox to every API call")
+    parser.add_argument(
+        "--latency-ms", type=int, default=50, help="added by the sandbox to every API call"
+    )
     parser.add_argument("--only", nargs="*", help="configuration names to run")
     a = parser.parse_args()
     import tempfile
