@@ -13,8 +13,10 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,6 @@ def _settings(redis_url: str, sandbox_url: str) -> Settings:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -84,10 +84,12 @@ def _free_port() -> int:
 
 def run_one(worker_args: list[str], jobs: int, latency_ms: int, tmp: Path) -> float:
     port, sb_port = _free_port(), _free_port()
-    redis_proc = _start(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
-                         "--dir", str(tmp)], stdout=subprocess.DEVNULL)  # fmt: skip
-    sandbox = _start([sys.executable, "-m", "cli.main", "sandbox", "serve", "--port", str(sb_port),
-                      "--latency-ms", str(latency_ms)], cwd=ROOT, stdout=subprocess.DEVNULL)  # fmt: skip
+    redis_args = ["--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)]
+    redis_proc = _start(["redis-server", *redis_args], stdout=subprocess.DEVNULL)
+    serve = ["sandbox", "serve", "--port", str(sb_port), "--latency-ms", str(latency_ms)]
+    sandbox = _start(
+        [sys.executable, "-m", "cli.main", *serve], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     worker = None
     try:
         client = redis.Redis(port=port)
@@ -100,8 +102,21 @@ def run_one(worker_args: list[str], jobs: int, latency_ms: int, tmp: Path) -> fl
         env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(
             settings
         )
-        worker = _start([sys.executable, "-m", "cli.main", "worker", "--without-mingle", "--without-gossip",
-                         *worker_args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        worker = _start(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "worker",
+                "--without-mingle",
+                "--without-gossip",
+                *worker_args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         app = create_app(settings)
         _wait(lambda: app.control.ping(timeout=0.5), 60, "worker")
         producer = CardLoadProducer(app, JobStore(client), settings)
@@ -152,7 +167,6 @@ def main() -> int:
     )
     parser.add_argument("--only", nargs="*", help="configuration names to run")
     a = parser.parse_args()
-    import tempfile
 
     results: dict[str, float] = {}
     for name, args in CONFIGS.items():

@@ -13,9 +13,18 @@ from jobs.store import JobStore
 from observability.masking import mask_card_number
 
 REPORT_COLUMNS = (
-    "row", "outcome", "card_number", "amount_cents", "currency", "transaction_id",
-    "new_balance_cents", "new_cash_cents", "new_bonus_cents", "error", "job_id",
-)  # fmt: skip
+    "row",
+    "outcome",
+    "card_number",
+    "amount_cents",
+    "currency",
+    "transaction_id",
+    "new_balance_cents",
+    "new_cash_cents",
+    "new_bonus_cents",
+    "error",
+    "job_id",
+)
 
 
 @dataclass

@@ -55,10 +55,23 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="cardload-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--maxmemory-policy", "noeviction"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--maxmemory-policy",
+            "noeviction",
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         client = redis.Redis(port=port)
         wait_for(lambda: _pings(client), 10, "redis-server to answer")
@@ -86,11 +99,23 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--without-mingle", "--without-gossip",
-             "--hostname", f"test-{free_port()}@%h", *extra],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "worker",
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"test-{free_port()}@%h",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         wait_for(self._ready, 60, "the worker to be ready")
 
     def _ready(self) -> bool:

@@ -24,9 +24,17 @@ def test_serve_prints_url_and_credentials_and_stops_on_sigterm(tmp_path: Path) -
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"rules": [{"kind": "error_503", "endpoint": "list"}]}))
     command = _cardload(
-        "sandbox", "serve", "--port", "0", "--faults-file", str(faults),
-        "--fault", "kind=rate_limit,endpoint=get,retry_after_s=2", "--client-secret", "s2",
-    )  # fmt: skip
+        "sandbox",
+        "serve",
+        "--port",
+        "0",
+        "--faults-file",
+        str(faults),
+        "--fault",
+        "kind=rate_limit,endpoint=get,retry_after_s=2",
+        "--client-secret",
+        "s2",
+    )
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env) as proc:
         try:

@@ -13,12 +13,22 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 def event(job_id: str = "j1") -> CardLoadSucceeded:
     return CardLoadSucceeded(
-        event_id=f"{job_id}:succeeded", occurred_at=NOW, job_id=job_id, idempotency_key="k",
-        source=JobSource(batch_id="b", row=3), card_number="927600******4352", amount_cents=2000,
-        currency="EUR", attempts={"create": 1, "start": 1}, enqueued_at=NOW, transaction_id="STX_1",
-        status="ok", balances=EventBalances(cash_cents=2200, bonus_cents=810, total_cents=3010),
-        receipt=EventReceipt(lines=[{"type": "space"}], text=""), finished_at=NOW,
-    )  # fmt: skip
+        event_id=f"{job_id}:succeeded",
+        occurred_at=NOW,
+        job_id=job_id,
+        idempotency_key="k",
+        source=JobSource(batch_id="b", row=3),
+        card_number="927600******4352",
+        amount_cents=2000,
+        currency="EUR",
+        attempts={"create": 1, "start": 1},
+        enqueued_at=NOW,
+        transaction_id="STX_1",
+        status="ok",
+        balances=EventBalances(cash_cents=2200, bonus_cents=810, total_cents=3010),
+        receipt=EventReceipt(lines=[{"type": "space"}], text=""),
+        finished_at=NOW,
+    )
 
 
 def test_committed_schema_is_generated_from_the_models() -> None:

@@ -9,19 +9,35 @@ from producers.amounts import AmountError, parse_amount
 
 @pytest.mark.parametrize(
     ("text", "cents"),
-    [("20.00", 2000), ("20", 2000), ("20,5", 2050), ("0.01", 1), (" 7.90 ", 790),
-     ("12345.67", 1234567), (Decimal("20.10"), 2010), (15, 1500)],
-)  # fmt: skip
+    [
+        ("20.00", 2000),
+        ("20", 2000),
+        ("20,5", 2050),
+        ("0.01", 1),
+        (" 7.90 ", 790),
+        ("12345.67", 1234567),
+        (Decimal("20.10"), 2010),
+        (15, 1500),
+    ],
+)
 def test_exact_cents(text: str | Decimal | int, cents: int) -> None:
     assert parse_amount(text) == cents
 
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("10.005", "fractions of a cent"), ("0", "greater than zero"), ("0.00", "greater than zero"),
-     ("-5", "not an amount"), ("1,000.00", "not an amount"), ("20 EUR", "not an amount"),
-     ("", "not an amount"), ("1e3", "not an amount"), (True, "must be a number")],
-)  # fmt: skip
+    [
+        ("10.005", "fractions of a cent"),
+        ("0", "greater than zero"),
+        ("0.00", "greater than zero"),
+        ("-5", "not an amount"),
+        ("1,000.00", "not an amount"),
+        ("20 EUR", "not an amount"),
+        ("", "not an amount"),
+        ("1e3", "not an amount"),
+        (True, "must be a number"),
+    ],
+)
 def test_refused(text: str, reason: str) -> None:
     with pytest.raises(AmountError, match=reason):
         parse_amount(text)

@@ -55,9 +55,11 @@ def test_jsonl_is_exact_and_reports_bad_lines() -> None:
 
 @pytest.mark.parametrize(
     ("header", "message"),
-    [("card,amount\n", "unknown columns: card; missing: card_number"),
-     ("card_number,amount,ammount\n", "unknown columns: ammount")],
-)  # fmt: skip
+    [
+        ("card,amount\n", "unknown columns: card; missing: card_number"),
+        ("card_number,amount,ammount\n", "unknown columns: ammount"),
+    ],
+)
 def test_bad_header_refuses_the_file(header: str, message: str) -> None:
     with pytest.raises(BatchFileError, match=message):
         parse_batch(header.encode(), "x.csv", MAX)

@@ -41,8 +41,13 @@ def queued(client: redis.Redis) -> list[Any]:
 def test_enqueue_card_load_is_idempotent(
     producer: CardLoadProducer, real_redis: redis.Redis
 ) -> None:
-    job_id = enqueue_card_load(card_number=CARD, amount_cents=2000, idempotency_key="order-77",
-                               source={"order_id": "77"}, producer=producer)  # fmt: skip
+    job_id = enqueue_card_load(
+        card_number=CARD,
+        amount_cents=2000,
+        idempotency_key="order-77",
+        source={"order_id": "77"},
+        producer=producer,
+    )
     assert (
         enqueue_card_load(
             card_number=CARD, amount_cents=2000, idempotency_key="order-77", producer=producer
@@ -117,8 +122,14 @@ def test_ten_thousand_rows_and_a_resubmission(
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_cli_enqueue_job_and_batch(

@@ -32,8 +32,14 @@ def enqueue(stack: Stack, key: str = "order-1", **fields: Any) -> str:
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | stack.env
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_seed_case_end_to_end(running: Stack) -> None:
@@ -205,8 +211,11 @@ def test_batch_file_through_the_cli(running: Stack, tmp_path: Path) -> None:
     assert cli(running, "batch", "report", result["batch_id"], "--out", str(report)).returncode == 0
     rows = list(csv.DictReader(report.read_text().splitlines()))
     assert [(r["row"], r["outcome"]) for r in rows] == [
-        ("1", "succeeded"), ("2", "succeeded"), ("3", "dead_lettered"), ("4", "invalid"),
-    ]  # fmt: skip
+        ("1", "succeeded"),
+        ("2", "succeeded"),
+        ("3", "dead_lettered"),
+        ("4", "invalid"),
+    ]
     # Both loads hit one gift card, in either order: the later one sees 75,00 EUR.
     assert max(int(rows[0]["new_balance_cents"]), int(rows[1]["new_balance_cents"])) == 7500
     assert "card is locked" in rows[2]["error"] and rows[0]["transaction_id"].startswith("STX_")
