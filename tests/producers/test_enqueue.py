@@ -177,3 +177,47 @@ def test_cli_enqueue_job_and_batch(
     assert _cli(settings, "batch", "status", "batch_nope").returncode == 1
     assert _cli(settings, "events", "tail").stdout == ""
     assert _cli(settings, "dlq", "list").stdout.strip() == "(none)"
+
+
+def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None:
+    from datetime import UTC, datetime
+
+    from events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
+    from jobs import JobSource
+
+    now = datetime.now(UTC)
+    stream = EventStream(real_redis, settings.events.stream)
+
+    def publish(job_id: str) -> None:
+        real_redis.hset(f"cardload:job:{job_id}", "status", "succeeded")
+        stream.publish(
+            CardLoadSucceeded(
+                event_id=f"{job_id}:succeeded",
+                occurred_at=now,
+                job_id=job_id,
+                idempotency_key=job_id,
+                source=JobSource(),
+                card_number="927600******4352",
+                amount_cents=100,
+                currency="EUR",
+                attempts={},
+                enqueued_at=now,
+                transaction_id="STX_1",
+                status="ok",
+                balances=EventBalances(cash_cents=1, bonus_cents=0, total_cents=1),
+                receipt=EventReceipt(lines=[], text=""),
+                finished_at=now,
+            )
+        )
+
+    publish("before")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
+    command = [sys.executable, "-m", "cli.main", "events", "tail", "--follow", "--json"]
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["job_id"] == "before"  # the tail
+            publish("after")  # the tail is printed: only following can show this one
+            assert json.loads(proc.stdout.readline())["job_id"] == "after"
+        finally:
+            proc.terminate()

@@ -120,6 +120,13 @@ def test_permanent_error_dead_lettered_without_retries(running: Stack) -> None:
         '"api_error": "ProductNotAllowedException"' in listing.stdout and job_id in listing.stdout
     )
     assert "9276000000000001" not in listing.stdout  # masked
+    shown = json.loads(cli(running, "dlq", "show", job_id, "--json").stdout)
+    assert shown["error_kind"] == "permanent" and shown["support_id"]
+    assert [h["status"] for h in shown["history"]][-1] == "creating"
+    assert cli(running, "dlq", "purge", job_id).returncode == 0
+    assert cli(running, "dlq", "show", job_id).returncode == 1
+    kept = running.store.load(job_id)
+    assert kept is not None and kept.status is JobStatus.DEAD_LETTERED  # the record stays
 
 
 def test_replay_succeeds_once(running: Stack) -> None:
