@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 import redis
 
+from cli.localstack import redis_server
 from config import Settings
 from jobs import CardLoadJob, JobStore
 from producers.enqueue import CardLoadProducer
@@ -31,21 +29,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Enqueue throughput: pipelined vs one by one.")
     parser.add_argument("--jobs", type=int, default=10_000)
     a = parser.parse_args()
-    port = 6400 + int(time.time()) % 1000
-    workdir = tempfile.mkdtemp()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        settings = Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{port}/0")
+    with redis_server() as url:
+        client = redis.Redis.from_url(url)
+        settings = Settings(_env_file=None, redis_url=url)
         producer = CardLoadProducer(create_app(settings), JobStore(client), settings)
 
         naive_jobs = _jobs("naive", a.jobs)
@@ -60,10 +46,6 @@ def main() -> int:
             producer.enqueue_many(batched_jobs[i : i + 1000])
         batched = a.jobs / (time.monotonic() - start)
         assert client.llen("cardload") == 2 * a.jobs
-    finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
     print(f"{a.jobs} jobs each way, private redis-server")
     print(f"one at a time (baseline)  {naive:8.0f} jobs/s  x1.00")
     print(f"pipelined + batch publish {batched:8.0f} jobs/s  x{batched / naive:.2f}")

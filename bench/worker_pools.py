@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 import httpx
 import redis
 
+from cli.localstack import free_port, redis_server, wait_for
 from config import Settings, to_env
 from jobs import CardLoadJob, JobStore
 from producers.enqueue import CardLoadProducer
@@ -53,14 +53,6 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def _wait(check: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def _settings(redis_url: str, sandbox_url: str) -> Settings:
     return Settings(
         _env_file=None,
@@ -76,73 +68,53 @@ def _settings(redis_url: str, sandbox_url: str) -> Settings:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_one(worker_args: list[str], jobs: int, latency_ms: int, tmp: Path) -> float:
-    port, sb_port = _free_port(), _free_port()
-    redis_args = ["--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)]
-    redis_proc = _start(["redis-server", *redis_args], stdout=subprocess.DEVNULL)
-    serve = ["sandbox", "serve", "--port", str(sb_port), "--latency-ms", str(latency_ms)]
-    sandbox = _start(
-        [sys.executable, "-m", "cli.main", *serve], cwd=ROOT, stdout=subprocess.DEVNULL
-    )
-    worker = None
-    try:
-        client = redis.Redis(port=port)
-        _wait(lambda: _ping(client), 10, "redis")
-        url = f"http://127.0.0.1:{sb_port}"
-        _wait(lambda: _up(url), 10, "sandbox")
-        cards = httpx.post(f"{url}/_sandbox/cards", json={"count": jobs}).json()["cardnumbers"]
-        settings = _settings(f"redis://127.0.0.1:{port}/0", url)
-        log = (tmp / "worker.log").open("w")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(
-            settings
+    with redis_server() as redis_url:
+        sb_port = free_port()
+        serve = ["sandbox", "serve", "--port", str(sb_port), "--latency-ms", str(latency_ms)]
+        sandbox = _start(
+            [sys.executable, "-m", "cli.main", *serve], cwd=ROOT, stdout=subprocess.DEVNULL
         )
-        worker = _start(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "worker",
-                "--without-mingle",
-                "--without-gossip",
-                *worker_args,
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        app = create_app(settings)
-        _wait(lambda: app.control.ping(timeout=0.5), 60, "worker")
-        producer = CardLoadProducer(app, JobStore(client), settings)
-        batch = [
-            CardLoadJob(idempotency_key=f"bench-{i}", card_number=c, amount_cents=500)
-            for i, c in enumerate(cards)
-        ]
-        start = time.monotonic()
-        producer.enqueue_many(batch)
-        # The success event is the last step; its count is one cheap XLEN to poll.
-        _wait(lambda: client.xlen(settings.events.stream) >= jobs, 600, "jobs")
-        elapsed = time.monotonic() - start
-        if not _all_done(producer.store, batch):
-            raise SystemExit("not every job succeeded")
-        return jobs / elapsed
-    finally:
-        for proc in (worker, sandbox, redis_proc):
-            if proc is not None:
-                _stop(proc)
+        worker = None
+        try:
+            url = f"http://127.0.0.1:{sb_port}"
+            wait_for(lambda: _up(url), 10, "sandbox")
+            cards = httpx.post(f"{url}/_sandbox/cards", json={"count": jobs}).json()["cardnumbers"]
+            settings = _settings(redis_url, url)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+            command = ["worker", "--without-mingle", "--without-gossip", *worker_args]
+            with (tmp / "worker.log").open("w") as log:
+                worker = _start(
+                    [sys.executable, "-m", "cli.main", *command],
+                    cwd=ROOT,
+                    env=env | to_env(settings),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            return _measure(settings, jobs, cards)
+        finally:
+            for proc in (worker, sandbox):
+                if proc is not None:
+                    _stop(proc)
 
 
-def _ping(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+def _measure(settings: Settings, jobs: int, cards: list[str]) -> float:
+    app = create_app(settings)
+    wait_for(lambda: app.control.ping(timeout=0.5), 60, "worker")
+    client = redis.Redis.from_url(settings.redis_url)
+    producer = CardLoadProducer(app, JobStore(client), settings)
+    batch = [
+        CardLoadJob(idempotency_key=f"bench-{i}", card_number=card, amount_cents=500)
+        for i, card in enumerate(cards)
+    ]
+    start = time.monotonic()
+    producer.enqueue_many(batch)
+    # The success event is the last step; its count is one cheap XLEN to poll.
+    wait_for(lambda: client.xlen(settings.events.stream) >= jobs, 600, "jobs")
+    elapsed = time.monotonic() - start
+    if not _all_done(producer.store, batch):
+        raise SystemExit("not every job succeeded")
+    return jobs / elapsed
 
 
 def _up(url: str) -> bool:

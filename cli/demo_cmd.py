@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +21,7 @@ from typing import Any
 
 import redis
 
+from cli.localstack import has_redis_server, redis_server, wait_for
 from cli.output import table
 from config import Settings, load_settings, to_env
 from events import CardLoadSucceeded, EventStream
@@ -46,54 +44,16 @@ def register(commands: Any) -> None:
     demo.set_defaults(run=_run)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if not has_redis_server():
         url = load_settings().redis_url
         print(f"redis: no redis-server installed, using CARDLOAD_REDIS_URL {url}")
         yield url
         return
-    port, workdir = _free_port(), tempfile.mkdtemp(prefix="cardload-demo-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        print(f"redis: private redis-server on port {port}")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with redis_server() as url:
+        print(f"redis: private redis-server at {url}")
+        yield url
 
 
 def _settings(redis_url: str, sandbox_url: str) -> Settings:
@@ -184,13 +144,16 @@ def _run(args: argparse.Namespace) -> int:
                     f"batch {result.batch_id}: {result.rows} rows, {result.enqueued} enqueued, "
                     f"{invalid} invalid (reported, not enqueued)"
                 )
-                deadline = time.monotonic() + args.timeout_s
-                while not batch_status(producer.store, result.batch_id).finished:
-                    if time.monotonic() > deadline:
-                        print(log_path.read_text()[-3000:], file=sys.stderr)
-                        print("cardload demo: timed out waiting for the worker", file=sys.stderr)
-                        return 1
-                    time.sleep(0.2)
+                try:
+                    wait_for(
+                        lambda: batch_status(producer.store, result.batch_id).finished,
+                        args.timeout_s,
+                        "the worker to finish the batch",
+                    )
+                except TimeoutError as exc:
+                    print(log_path.read_text()[-3000:], file=sys.stderr)
+                    print(f"cardload demo: {exc}", file=sys.stderr)
+                    return 1
             _print_results(producer.store, result.batch_id)
             status = batch_status(producer.store, result.batch_id)
             dead = client.zcard(settings.events.dead_letters)

@@ -4,90 +4,17 @@ and helpers to wait on conditions (never on fixed sleeps)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, TypeVar
 
-import redis
-
+from cli.localstack import free_port, redis_server, wait_for
 from config import Settings, to_env
 
 ROOT = Path(__file__).parents[1]
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(
-    check: Callable[[], T | Literal[False] | None], timeout_s: float = 30.0, what: str = "condition"
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis-server of our own on a free port, without persistence; stopped after."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="cardload-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(port=port)
-        wait_for(lambda: _pings(client), 10, "redis-server to answer")
-        client.close()
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 class WorkerProcess:
@@ -143,7 +70,17 @@ class WorkerProcess:
         self._log.close()
 
 
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``cardload ARGS`` as an operator runs it, configured by these settings only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
+    command = [sys.executable, "-m", "cli.main", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
 def in_thread(target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
+
+
+__all__ = ["ROOT", "WorkerProcess", "free_port", "in_thread", "redis_server", "run_cli", "wait_for"]

@@ -16,7 +16,7 @@ from config import Settings, to_env
 from jobs import IdempotencyConflict, JobStatus, JobStore
 from producers.batch import submit_batch
 from producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
-from tests.services import ROOT
+from tests.services import ROOT, run_cli
 from tests.support import make_settings
 from worker.app import create_app
 
@@ -121,15 +121,7 @@ def test_ten_thousand_rows_and_a_resubmission(
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(settings, *args)
 
 
 def test_cli_enqueue_job_and_batch(

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ from events import CardLoadFailed, CardLoadSucceeded
 from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobRecord, JobStatus
 from observability.masking import mask_receipt
 from sandbox import LOCKED_CARD, SEED_CARD
-from tests.services import ROOT, wait_for
+from tests.services import run_cli, wait_for
 from tests.support import seed
 from tests.worker.conftest import Stack
 
@@ -31,15 +29,7 @@ def enqueue(stack: Stack, key: str = "order-1", **fields: Any) -> str:
 
 
 def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | stack.env
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(stack.settings, *args)
 
 
 def test_seed_case_end_to_end(running: Stack) -> None:
