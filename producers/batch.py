@@ -142,7 +142,10 @@ def parse_batch(
     invalid: list[RowError] = []
     for number, data in _records(content, name):
         parsed = data if isinstance(data, RowError) else _row_job(number, data, batch_id, max_cents)
-        (invalid if isinstance(parsed, RowError) else valid).append(parsed)  # type: ignore[arg-type]
+        if isinstance(parsed, RowError):
+            invalid.append(parsed)
+        else:
+            valid.append(parsed)
     return batch_id, valid, invalid
 
 

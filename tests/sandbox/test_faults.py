@@ -16,7 +16,7 @@ from sandbox import (
     SandboxTransport,
     serve_in_thread,
 )
-from sandbox.faults import FaultInjector
+from sandbox.faults import Endpoint, FaultInjector
 from tests.support import load_request
 
 TX = "/api/v2/Smart/Transactions"
@@ -152,10 +152,10 @@ def _fired_sequence(seed: int, n: int = 200) -> list[str | None]:
             ],
         )
     )
-    endpoints = ["create", "start", "get"]
+    endpoints: list[Endpoint] = ["create", "start", "get"]
     out = []
     for i in range(n):
-        decision = injector.decide(endpoints[i % 3])  # type: ignore[arg-type]
+        decision = injector.decide(endpoints[i % 3])
         out.append(f"{decision.rule.kind}@{decision.latency_s:.6f}" if decision.rule else None)
     return out
 
