@@ -146,6 +146,7 @@ def _run(args: argparse.Namespace) -> int:
                 )
                 try:
                     wait_for(
+                        # Finished: every job ended and its result event is out.
                         lambda: batch_status(producer.store, result.batch_id).finished,
                         args.timeout_s,
                         "the worker to finish the batch",

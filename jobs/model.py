@@ -168,7 +168,17 @@ class JobRecord(BaseModel):
     result: LoadResult | None = None
     error: ErrorInfo | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list, description="ids of result events published")
 
     @property
     def total_attempts(self) -> int:
         return sum(self.attempts.values())
+
+    @property
+    def done(self) -> bool:
+        """Finished and announced: a succeeded job is done once its event is out (the
+        publish step runs after the status is set; a dead letter's event is written
+        with it)."""
+        if self.status is JobStatus.SUCCEEDED:
+            return f"{self.job.job_id}:succeeded" in self.events
+        return self.status is JobStatus.DEAD_LETTERED

@@ -121,6 +121,7 @@ def _record(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord | None:
         result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
         error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
         history=[HistoryEntry.model_validate_json(h) for h in history],
+        events=[v for k, v in f.items() if k.startswith("event:")],
     )
 
 

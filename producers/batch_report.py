@@ -34,13 +34,11 @@ class BatchStatus:
     rows: int
     invalid: int
     by_status: Counter[str] = field(default_factory=Counter)
+    done: int = 0  # jobs finished with their result event published
 
     @property
     def finished(self) -> bool:
-        open_jobs = sum(
-            n for s, n in self.by_status.items() if s not in ("succeeded", "dead_lettered")
-        )
-        return open_jobs == 0
+        return self.done == sum(self.by_status.values())
 
 
 class UnknownBatch(LookupError):
@@ -64,6 +62,7 @@ def batch_status(store: JobStore, batch_id: str) -> BatchStatus:
         batch_id, meta.get("file", ""), int(meta.get("rows", 0)), int(meta.get("invalid", 0))
     )
     status.by_status.update(r.status.value for r in records if r is not None)
+    status.done = sum(1 for r in records if r is not None and r.done)
     return status
 
 
