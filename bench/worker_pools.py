@@ -27,7 +27,7 @@ from cli.localstack import free_port, redis_server, wait_for
 from config import Settings, to_env
 from jobs import CardLoadJob, JobStore
 from producers.enqueue import CardLoadProducer
-from sandbox.world import CONTRACT_ID, DEVICE_ID
+from sandbox.settings import sandbox_settings
 from worker.app import create_app
 
 ROOT = Path(__file__).parents[1]
@@ -54,18 +54,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def _settings(redis_url: str, sandbox_url: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        secuconnect={
-            "base_url": sandbox_url,
-            "client_id": "sandbox-client",
-            "client_secret": "sandbox-secret",
-            "contract_id": CONTRACT_ID,
-            "device_id": DEVICE_ID,
-        },
-        log={"format": "json", "level": "WARNING"},
-    )
+    return sandbox_settings(redis_url, sandbox_url, log={"format": "json", "level": "WARNING"})
 
 
 def run_one(worker_args: list[str], jobs: int, latency_ms: int, tmp: Path) -> float:

@@ -29,8 +29,8 @@ from jobs.store import JobStore
 from producers.batch import submit_batch
 from producers.batch_report import batch_report, batch_status
 from producers.enqueue import CardLoadProducer
-from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SandboxApp, serve_in_thread
-from sandbox.world import CONTRACT_ID, DEVICE_ID
+from sandbox import SandboxApp, serve_in_thread
+from sandbox.settings import sandbox_settings
 from secuconnect.money import format_money_de
 from worker.app import create_app
 
@@ -57,16 +57,9 @@ def _private_redis() -> Iterator[str]:
 
 
 def _settings(redis_url: str, sandbox_url: str) -> Settings:
-    return Settings(
-        _env_file=None,
-        redis_url=redis_url,
-        secuconnect={
-            "base_url": sandbox_url,
-            "client_id": DEFAULT_CLIENT_ID,
-            "client_secret": DEFAULT_CLIENT_SECRET,
-            "contract_id": CONTRACT_ID,
-            "device_id": DEVICE_ID,
-        },
+    return sandbox_settings(
+        redis_url,
+        sandbox_url,
         retry={"max_attempts": 5, "base_backoff_s": 0.2, "max_backoff_s": 2},
         log={"format": "console", "level": "WARNING"},
     )

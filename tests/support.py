@@ -9,7 +9,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from config import Settings
-from sandbox import CONTRACT_ID, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEVICE_ID
+from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from sandbox.settings import sandbox_settings
 from secuconnect import Credentials
 
 SEED_DIR = Path(__file__).parent / "fixtures" / "seed"
@@ -31,23 +32,14 @@ def load_request(card: str, cents: int, **extra: Any) -> dict[str, Any]:
 
 
 def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
-    """Settings for tests: the sandbox's credentials, short backoff, small timeouts."""
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "secuconnect": {
-            "base_url": base_url,
-            "client_id": DEFAULT_CLIENT_ID,
-            "client_secret": DEFAULT_CLIENT_SECRET,
-            "contract_id": CONTRACT_ID,
-            "device_id": DEVICE_ID,
-            "connect_timeout_s": 1.0,
-            "read_timeout_s": 5.0,
-        },
+    """Settings for tests: the sandbox's, with short backoff and small timeouts."""
+    defaults: dict[str, dict[str, Any]] = {
+        "secuconnect": {"connect_timeout_s": 1.0, "read_timeout_s": 5.0},
         "retry": {"max_attempts": 4, "base_backoff_s": 0.05, "max_backoff_s": 0.5},
         "jobs": {"visibility_timeout_s": 10, "stall_after_s": 60},
         "events": {"stream": "test:events", "dead_letters": "test:dlq"},
         "log": {"format": "console", "level": "INFO"},
     }
     for name, section in sections.items():
-        values[name] = {**values.get(name, {}), **section}
-    return Settings(_env_file=None, **values)
+        defaults[name] = {**defaults.get(name, {}), **section}
+    return sandbox_settings(redis_url, base_url, **defaults)
