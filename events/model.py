@@ -62,6 +62,11 @@ class CardLoadFailed(_EventBase):
     transaction_id: str | None = None
     error: ErrorInfo
     generation: int = Field(0, description="how often the job was replayed before this failure")
+    load_uncertain: bool = Field(
+        False,
+        description="a start was sent and never confirmed either way: the card may have been "
+        "loaded; replaying the dead letter reads the transaction and settles it",
+    )
     failed_at: datetime
 
 

@@ -72,6 +72,24 @@ def succeeded_event(
     )
 
 
+# Errors that say for sure that a start did not load the card.
+_DEFINITE = frozenset({"retryable", "rate_limited", "permanent", "not_found", "exhausted"})
+
+
+def load_uncertain(record: JobRecord, final: ErrorInfo) -> bool:
+    """Whether some start attempt may have loaded the card unseen: one that ended
+    without a definite answer (a lost response, a crash, a payment still pending)."""
+    starts = record.attempts.get("start", 0)
+    settled = {
+        h.attempt
+        for h in record.history
+        if h.step == "start" and h.error is not None and h.error.kind in _DEFINITE
+    }
+    if final.kind in _DEFINITE:
+        settled.add(starts)
+    return any(n not in settled for n in range(1, starts + 1))
+
+
 def failed_event(
     record: JobRecord, error: ErrorInfo, *, mask: bool, now: datetime
 ) -> CardLoadFailed:
@@ -90,5 +108,6 @@ def failed_event(
         transaction_id=record.transaction_id,
         error=error,
         generation=record.generation,
+        load_uncertain=load_uncertain(record, error),
         failed_at=now,
     )

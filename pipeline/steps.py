@@ -188,12 +188,9 @@ class Pipeline:
             return self._dead_letter(
                 record, ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
             )
-        return self._retry(
-            record,
-            "start",
-            attempt,
-            ErrorInfo(kind="retryable", message=f"transaction {tx.id} is {tx.status}"),
-        )
+        # Payment still under way: not a definite answer, read again later.
+        info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
+        return self._retry(record, "start", attempt, info)
 
     # --- publish ------------------------------------------------------------------------
 

@@ -140,6 +140,7 @@ def test_permanent_error_is_dead_lettered_without_retries(
     assert letter.error.support_id and letter.transaction_id is None
     [event] = events(pipeline)
     assert isinstance(event, CardLoadFailed) and event.error == letter.error
+    assert not event.load_uncertain  # refused at create: nothing was started
     assert app.requests["create"] == 1
 
 
@@ -152,6 +153,9 @@ def test_exhausted_retries_then_replay_loads_once(app: SandboxApp, pipeline: Pip
     assert letter is not None and letter.transaction_id is not None
     assert letter.error.kind == "retryable" and "after 4 attempts" in letter.error.message
     assert app.world.ledger == []
+    [failed] = events(pipeline)
+    # Every start was answered 503 (not processed): the card was certainly not loaded.
+    assert isinstance(failed, CardLoadFailed) and not failed.load_uncertain
 
     faults(app)
     assert pipeline.dead_letters.reopen(job_id)
@@ -178,6 +182,8 @@ def test_replay_of_a_job_whose_transaction_is_ok_only_emits_success(
     run(pipeline, job_id)
     assert pipeline.dead_letters.get(job_id) is not None
     assert len(app.world.ledger) == 1
+    [failed] = events(pipeline)
+    assert isinstance(failed, CardLoadFailed) and failed.load_uncertain  # and it was loaded
     faults(app)
     pipeline.dead_letters.reopen(job_id)
     run(pipeline, job_id)

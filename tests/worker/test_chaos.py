@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from deadletters import DeadLetterStore
+from events import CardLoadFailed
 from jobs import CardLoadJob, JobStatus
 from tests.services import wait_for
 from tests.worker.conftest import Stack
@@ -62,9 +63,15 @@ def _chaos(stack: Stack, jobs: int, *, kill_one: bool) -> None:
         if record.status is JobStatus.SUCCEEDED:
             assert by_card[job.card_number or ""] == job.amount_cents
             assert record.result is not None and record.result.cash_cents == job.amount_cents
-    events = Counter(entry.event.job_id for entry in stack.events.read(count=10 * jobs))
+    announced = [entry.event for entry in stack.events.read(count=10 * jobs)]
+    events = Counter(event.job_id for event in announced)
     assert set(events) == {job.job_id for job in batch}
     assert max(events.values()) == 1, "a job announced twice"
+    # A failure whose card was loaded after all must say that it may have been.
+    cards = {job.job_id: job.card_number for job in batch}
+    for event in announced:
+        if isinstance(event, CardLoadFailed) and cards[event.job_id] in loads:
+            assert event.load_uncertain, event
     assert statuses["succeeded"] >= jobs * 0.95, statuses
     fired = sum(stack.sandbox.faults.fired.values())
     assert fired > jobs * 0.2, f"only {fired} faults fired"
