@@ -10,6 +10,7 @@ from cli.context import Context
 from cli.output import emit_json, history_table, pairs, table
 from deadletters.store import DeadLetter
 from observability.masking import mask_card_number
+from pipeline.results import load_uncertain
 from worker.dispatch import Dispatch, send_steps
 
 
@@ -48,6 +49,7 @@ def _view(letter: DeadLetter) -> dict[str, Any]:
         "api_error": letter.error.api_error,
         "api_error_details": letter.error.api_error_details,
         "support_id": letter.error.support_id,
+        "load_uncertain": load_uncertain(letter.attempts, letter.history, letter.error),
         "attempts": letter.attempts,
         "idempotency_key": job.idempotency_key,
     }
@@ -68,6 +70,7 @@ def _list(args: argparse.Namespace) -> int:
                 "error_kind",
                 "api_error",
                 "error",
+                "load_uncertain",
             ],
         )
     return 0

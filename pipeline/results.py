@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from events.model import (
@@ -12,7 +13,7 @@ from events.model import (
     failed_event_id,
     succeeded_event_id,
 )
-from jobs.model import ErrorInfo, JobRecord, LoadResult, now_utc
+from jobs.model import ErrorInfo, HistoryEntry, JobRecord, LoadResult, now_utc
 from observability.masking import mask_card_number, mask_receipt
 from secuconnect.models import SmartTransaction
 from secuconnect.receipt import render_receipt
@@ -76,13 +77,15 @@ def succeeded_event(
 _DEFINITE = frozenset({"retryable", "rate_limited", "permanent", "not_found", "exhausted"})
 
 
-def load_uncertain(record: JobRecord, final: ErrorInfo) -> bool:
+def load_uncertain(
+    attempts: dict[str, int], history: Sequence[HistoryEntry], final: ErrorInfo
+) -> bool:
     """Whether some start attempt may have loaded the card unseen: one that ended
     without a definite answer (a lost response, a crash, a payment still pending)."""
-    starts = record.attempts.get("start", 0)
+    starts = attempts.get("start", 0)
     settled = {
         h.attempt
-        for h in record.history
+        for h in history
         if h.step == "start" and h.error is not None and h.error.kind in _DEFINITE
     }
     if final.kind in _DEFINITE:
@@ -108,6 +111,6 @@ def failed_event(
         transaction_id=record.transaction_id,
         error=error,
         generation=record.generation,
-        load_uncertain=load_uncertain(record, error),
+        load_uncertain=load_uncertain(record.attempts, record.history, error),
         failed_at=now,
     )

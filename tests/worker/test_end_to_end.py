@@ -112,6 +112,7 @@ def test_permanent_error_dead_lettered_without_retries(running: Stack) -> None:
     assert "9276000000000001" not in listing.stdout  # masked
     shown = json.loads(cli(running, "dlq", "show", job_id, "--json").stdout)
     assert shown["error_kind"] == "permanent" and shown["support_id"]
+    assert shown["load_uncertain"] is False
     assert [h["status"] for h in shown["history"]][-1] == "creating"
     assert cli(running, "dlq", "purge", job_id).returncode == 0
     assert cli(running, "dlq", "show", job_id).returncode == 1
