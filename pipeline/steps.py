@@ -154,21 +154,26 @@ class Pipeline:
     def _start(self, record: JobRecord, attempt: int, previous: str) -> Outcome:
         tx_id = record.transaction_id
         assert tx_id is not None
+        method = record.job.payment_method
         if attempt > 1 or record.reconcile or previous == JobStatus.STARTING:
             # An earlier start may have loaded the card: read before repeating it.
             tx = self.client.get(tx_id)
             log.info("transaction.read", status=tx.status)
             if tx.status == TransactionStatus.CREATED:
-                tx = self.client.start(tx_id, record.job.payment_method)
+                tx = self._start_once(tx_id, method)
         else:
-            try:
-                tx = self.client.start(tx_id, record.job.payment_method)
-            except PermanentError:
-                # "Not allowed" may mean an attempt we never heard back from succeeded.
-                tx = self.client.get(tx_id)
-                if tx.status != TransactionStatus.OK:
-                    raise
+            tx = self._start_once(tx_id, method)
         return self._after_start(record, tx, attempt)
+
+    def _start_once(self, tx_id: str, method: str | None) -> SmartTransaction:
+        try:
+            return self.client.start(tx_id, method)
+        except PermanentError:
+            # "Not allowed" may mean a start we never heard back from succeeded.
+            tx = self.client.get(tx_id)
+            if tx.status != TransactionStatus.OK:
+                raise
+            return tx
 
     def _after_start(self, record: JobRecord, tx: SmartTransaction, attempt: int) -> Outcome:
         if tx.status == TransactionStatus.OK:

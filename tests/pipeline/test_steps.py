@@ -280,3 +280,22 @@ def test_unknown_job(pipeline: Pipeline) -> None:
     assert pipeline.create("nope") == Finished("unknown job")
     assert pipeline.start("nope") == Finished("unknown job")
     assert pipeline.publish("nope") == Finished("nothing to publish")
+
+
+def test_a_start_refused_because_another_got_there_first_is_success(
+    app: SandboxApp, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.transaction_id
+    stale = pipeline.client.get(record.transaction_id)  # still "created"
+    # An earlier delivery crashed mid-start; meanwhile the start went through.
+    pipeline.store.transition(job_id, allowed=None, to=JobStatus.STARTING, count_attempt_of="start")
+    app.engine.start(record.transaction_id, None)
+    reads = iter([stale])
+    real_get = pipeline.client.get
+    monkeypatch.setattr(pipeline.client, "get", lambda tx_id: next(reads, None) or real_get(tx_id))
+    assert run(pipeline, job_id, first="start")[-1] == Finished("published")
+    assert len(app.world.ledger) == 1
+    assert app.requests["start"] == 1  # ours, refused: the transaction was already ok
