@@ -28,11 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["worker"]:
-        # Everything after "worker" belongs to celery worker, untouched.
-        return worker_cmd.run_worker(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["worker"]:
+            # Everything after "worker" belongs to celery worker, untouched.
+            return worker_cmd.run_worker(argv[1:])
+        args = build_parser().parse_args(argv)
         result: int = args.run(args)
     except SettingsError as exc:
         print(f"cardload: {exc}", file=sys.stderr)

@@ -93,3 +93,28 @@ def test_help_lists_commands(capsys: object) -> None:
         main(["--help"])
     except SystemExit as exit_:
         assert exit_.code == 0
+
+
+def test_invalid_settings_are_reported_by_the_command_that_needs_them() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+    bad = env | {"CARDLOAD_RETRY_MAX_ATTEMPTS": "many", "CARDLOAD_SECUCONNECT_CLIENT_SECRET": "s3"}
+    assert (
+        subprocess.run(_cardload("--help"), cwd=ROOT, env=bad, capture_output=True).returncode == 0
+    )
+    enqueue = subprocess.run(
+        _cardload("enqueue", "--card", "9276004424644352", "--amount", "1"),
+        cwd=ROOT,
+        env=bad,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert enqueue.returncode == 2
+    assert "CARDLOAD_RETRY_MAX_ATTEMPTS: Input should be a valid integer" in enqueue.stderr
+    assert "Traceback" not in enqueue.stderr and "s3" not in enqueue.stderr
+    worker = subprocess.run(
+        _cardload("worker"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert worker.returncode == 2
+    for name in ("CLIENT_ID", "CLIENT_SECRET", "CONTRACT_ID", "DEVICE_ID"):
+        assert f"CARDLOAD_SECUCONNECT_{name}: required" in worker.stderr

@@ -10,7 +10,8 @@ import redis
 
 from jobs import CardLoadJob, JobStatus, JobStore
 from tests.support import make_settings
-from worker.app import celery_config, create_app
+from worker.app import create_app
+from worker.settings import celery_config
 from worker.sweeper import recover_stalled
 
 
