@@ -192,22 +192,26 @@ class JobStore:
 
     # --- reading --------------------------------------------------------------------
 
-    def load(self, job_id: str) -> JobRecord | None:
-        return self.load_many([job_id])[0]
+    def load(self, job_id: str, *, history: bool = True) -> JobRecord | None:
+        return self.load_many([job_id], history=history)[0]
 
-    def load_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        """Records in order (None for unknown ids), pipelined in chunks."""
+    def load_many(self, job_ids: Sequence[str], *, history: bool = True) -> list[JobRecord | None]:
+        """Records in order (None for unknown ids), pipelined in chunks. Without
+        ``history`` the record's history is left empty: one read per job, not two."""
         out: list[JobRecord | None] = []
         for start in range(0, len(job_ids), PIPELINE_CHUNK):
             pipe = self.redis.pipeline(transaction=False)
             for job_id in job_ids[start : start + PIPELINE_CHUNK]:
                 pipe.hgetall(keys.job(job_id))
-                pipe.lrange(keys.history(job_id), 0, -1)
+                if history:
+                    pipe.lrange(keys.history(job_id), 0, -1)
             replies = pipe.execute()
-            out += [
-                _record(raw, history)
-                for raw, history in zip(replies[::2], replies[1::2], strict=True)
-            ]
+            pairs = (
+                zip(replies[::2], replies[1::2], strict=True)
+                if history
+                else ((r, []) for r in replies)
+            )
+            out += [_record(raw, entries) for raw, entries in pairs]
         return out
 
     def stalled(self, older_than_ts: float, limit: int = 1000) -> list[str]:

@@ -77,7 +77,7 @@ class Pipeline:
     # --- create -------------------------------------------------------------------------
 
     def create(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id)
+        record = self.store.load(job_id, history=False)
         if record is None:
             log.error("job.unknown", job_id=job_id)
             return Finished("unknown job")
@@ -137,7 +137,7 @@ class Pipeline:
     # --- start --------------------------------------------------------------------------
 
     def start(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id)
+        record = self.store.load(job_id, history=False)
         if record is None:
             log.error("job.unknown", job_id=job_id)
             return Finished("unknown job")
@@ -200,7 +200,7 @@ class Pipeline:
     # --- publish ------------------------------------------------------------------------
 
     def publish(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id)
+        record = self.store.load(job_id, history=False)
         if record is None or record.status is not JobStatus.SUCCEEDED:
             return Finished("nothing to publish")
         event = succeeded_event(record, mask=self.settings.events.mask_card_numbers)

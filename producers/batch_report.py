@@ -57,7 +57,7 @@ def _rows(store: JobStore, batch_id: str) -> tuple[dict[str, str], list[tuple[in
 
 def batch_status(store: JobStore, batch_id: str) -> BatchStatus:
     meta, rows = _rows(store, batch_id)
-    records = store.load_many([job_id for _, job_id in rows])
+    records = store.load_many([job_id for _, job_id in rows], history=False)
     status = BatchStatus(
         batch_id, meta.get("file", ""), int(meta.get("rows", 0)), int(meta.get("invalid", 0))
     )
@@ -99,7 +99,7 @@ def batch_report(store: JobStore, batch_id: str, *, mask: bool = True) -> list[d
     """Every row of the file: enqueued rows with their job's outcome, invalid rows with
     the reason they were refused."""
     _, rows = _rows(store, batch_id)
-    records = store.load_many([job_id for _, job_id in rows])
+    records = store.load_many([job_id for _, job_id in rows], history=False)
     lines = [
         _line(row, job_id, record, mask)
         for (row, job_id), record in zip(rows, records, strict=True)

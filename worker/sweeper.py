@@ -40,7 +40,7 @@ def recover_stalled(
     cutoff = (now if now is not None else time.time()) - stall_after_s
     items: list[tuple[Dispatch, JobStatus]] = []
     for job_id in store.stalled(cutoff):
-        record = store.load(job_id)
+        record = store.load(job_id, history=False)
         if record is not None and record.status in _STEP_FOR:
             items.append((Dispatch(_STEP_FOR[record.status], job_id, "recovered"), record.status))
     if items:
