@@ -80,6 +80,16 @@ class DeadLetterStore:
     def _entry_key(self, job_id: str) -> str:
         return f"{self.name}:{job_id}"
 
+    def _keys(self, job_id: str) -> list[str]:
+        """The keys both scripts touch: job, history, active set, index, entry."""
+        return [
+            keys.job(job_id),
+            keys.history(job_id),
+            keys.ACTIVE,
+            self.name,
+            self._entry_key(job_id),
+        ]
+
     def put(self, letter: DeadLetter, event: CardLoadFailed) -> bool:
         """Dead-letter the job; False if it had already finished (nothing changed)."""
         job_id = letter.job.job_id
@@ -93,14 +103,7 @@ class DeadLetterStore:
         )
         _, (flag, event_id, event_type, data, maxlen) = self.events.publish_args(event)
         previous = self._dead_letter(
-            keys=[
-                keys.job(job_id),
-                keys.history(job_id),
-                keys.ACTIVE,
-                self.name,
-                self._entry_key(job_id),
-                self.events.name,
-            ],
+            keys=[*self._keys(job_id), self.events.name],
             args=[
                 job_id,
                 entry.model_dump_json(exclude_none=True),
@@ -140,13 +143,7 @@ class DeadLetterStore:
         now = now_utc()
         entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="replayed from dead letters")
         previous = self._replay(
-            keys=[
-                keys.job(job_id),
-                keys.history(job_id),
-                keys.ACTIVE,
-                self.name,
-                self._entry_key(job_id),
-            ],
+            keys=self._keys(job_id),
             args=[
                 job_id,
                 entry.model_dump_json(exclude_none=True),

@@ -9,6 +9,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from config import Settings
+from events import CardLoadSucceeded
+from jobs import JobRecord
+from observability.masking import mask_receipt
 from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from sandbox.settings import sandbox_settings
 from secuconnect import Credentials
@@ -29,6 +32,17 @@ def load_request(card: str, cents: int, **extra: Any) -> dict[str, Any]:
     body["basket"]["products"] = [body["basket"]["products"][1] | {"id": 1, "priceOne": cents}]
     body["basket_info"]["sum"] = cents
     return body | extra
+
+
+def assert_seed_result(event: CardLoadSucceeded, record: JobRecord | None) -> None:
+    """The seed's acceptance case: its balances, and its receipt line for line
+    (unmasked in the job record, masked in the event)."""
+    balances = event.balances
+    assert (balances.cash_cents, balances.bonus_cents, balances.total_cents) == (2200, 810, 3010)
+    seed_receipt = seed("03-start-response-excerpt.json")["receipt"]
+    assert event.receipt.lines == mask_receipt(seed_receipt)
+    assert record is not None and record.result is not None
+    assert record.result.receipt == seed_receipt
 
 
 def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:

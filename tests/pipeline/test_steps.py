@@ -11,11 +11,10 @@ import pytest
 
 from events import CardLoadFailed, CardLoadSucceeded
 from jobs import CardLoadJob, ExtraLine, JobSource, JobStatus
-from observability.masking import mask_receipt
 from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
 from pipeline.runtime import build_pipeline
 from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
-from tests.support import make_settings, seed
+from tests.support import assert_seed_result, make_settings, seed
 
 
 @pytest.fixture
@@ -79,16 +78,7 @@ def test_seed_case(app: SandboxApp, pipeline: Pipeline) -> None:
     assert record is not None and record.status is JobStatus.SUCCEEDED
     [event] = events(pipeline)
     assert isinstance(event, CardLoadSucceeded)
-    assert (event.balances.cash_cents, event.balances.bonus_cents, event.balances.total_cents) == (
-        2200,
-        810,
-        3010,
-    )
-    seed_receipt = seed("03-start-response-excerpt.json")["receipt"]
-    # The seed's receipt, line for line: unmasked in the job record, masked in the event.
-    assert event.receipt.lines == mask_receipt(seed_receipt)
-    done = pipeline.store.load(job_id)
-    assert done is not None and done.result is not None and done.result.receipt == seed_receipt
+    assert_seed_result(event, pipeline.store.load(job_id))
     assert "Aktuelles Guthaben:" in event.receipt.text and "30,10 EUR" in event.receipt.text
     assert event.card_number == "927600******4352"
     assert event.source.order_id == "A-1"
