@@ -19,6 +19,11 @@ def register(commands: Any) -> None:
     sub = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     submit = sub.add_parser("submit", help="enqueue every valid row of a CSV or JSON Lines file")
     submit.add_argument("file", type=Path)
+    submit.add_argument(
+        "--name",
+        help="the batch's name, one per batch (payroll-2026-11): keys rows that have no "
+        "reference, and is the batch id",
+    )
     submit.add_argument("--json", action="store_true")
     submit.set_defaults(run=_submit)
     status = sub.add_parser("status", help="counts of the batch's jobs by status")
@@ -37,7 +42,9 @@ def register(commands: Any) -> None:
 def _submit(args: argparse.Namespace) -> int:
     ctx = Context.load()
     try:
-        result = submit_batch(ctx.producer, args.file, Progress(f"{args.file.name}: enqueueing"))
+        result = submit_batch(
+            ctx.producer, args.file, Progress(f"{args.file.name}: enqueueing"), name=args.name
+        )
     except (BatchFileError, OSError, UnicodeDecodeError) as exc:
         print(f"cardload batch submit: {args.file}: {exc}", file=sys.stderr)
         return 2

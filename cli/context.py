@@ -11,7 +11,7 @@ from celery import Celery
 from config import Settings, load_settings
 from deadletters.store import DeadLetterStore
 from events.stream import EventStream
-from jobs.store import JobStore
+from jobs.store import JobStore, job_store
 from producers.enqueue import CardLoadProducer
 from worker.app import app as worker_app
 
@@ -34,17 +34,15 @@ class Context:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore(self.redis)
+        return job_store(self.redis, self.settings)
 
     @cached_property
     def events(self) -> EventStream:
-        return EventStream(
-            self.redis, self.settings.events.stream, self.settings.events.stream_maxlen
-        )
+        return EventStream(self.redis, self.settings.events.stream)
 
     @cached_property
     def dead_letters(self) -> DeadLetterStore:
-        return DeadLetterStore(self.redis, self.settings.events.dead_letters, self.events)
+        return DeadLetterStore(self.redis, self.settings.events.dead_letters)
 
     @cached_property
     def producer(self) -> CardLoadProducer:

@@ -10,8 +10,7 @@ from cli.context import Context
 from cli.output import emit_json, history_table, pairs, table
 from deadletters.store import DeadLetter
 from observability.masking import mask_card_number
-from pipeline.results import load_uncertain
-from worker.dispatch import Dispatch, send_steps
+from producers.replay import replay_dead_letters
 
 
 def register(commands: Any) -> None:
@@ -49,7 +48,7 @@ def _view(letter: DeadLetter) -> dict[str, Any]:
         "api_error": letter.error.api_error,
         "api_error_details": letter.error.api_error_details,
         "support_id": letter.error.support_id,
-        "load_uncertain": load_uncertain(letter.attempts, letter.history, letter.error),
+        "load_uncertain": letter.load_uncertain,
         "attempts": letter.attempts,
         "idempotency_key": job.idempotency_key,
     }
@@ -99,9 +98,7 @@ def _targets(ctx: Context, args: argparse.Namespace) -> list[str]:
 
 def _replay(args: argparse.Namespace) -> int:
     ctx = Context.load()
-    replayed = [job_id for job_id in _targets(ctx, args) if ctx.dead_letters.reopen(job_id)]
-    if replayed:
-        send_steps(ctx.app, [Dispatch("create", job_id, "replay") for job_id in replayed])
+    replayed = replay_dead_letters(ctx.producer, _targets(ctx, args))
     missing = [] if args.all else [j for j in _targets(ctx, args) if j not in replayed]
     if args.json:
         emit_json({"replayed": replayed, "not_found": missing})

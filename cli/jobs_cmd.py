@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from cli.context import Context
 from cli.output import balances_text, emit_json, history_table, pairs
-from jobs.model import CardLoadJob, JobRecord, JobSource
+from jobs.model import CardLoadJob, JobRecord, JobSource, LoadResult
 from jobs.store import IdempotencyConflict
 from observability.masking import mask_card_number
 from producers.amounts import AmountError, parse_amount
@@ -25,7 +25,11 @@ def register(commands: Any) -> None:
     enqueue.add_argument("--card", required=True, help="16-digit card number")
     enqueue.add_argument("--amount", required=True, help="in major units, e.g. 20.00")
     enqueue.add_argument("--currency", default="EUR")
-    enqueue.add_argument("--key", help="idempotency key (default: a new one)")
+    enqueue.add_argument(
+        "--key",
+        help="idempotency key: the same key never loads twice (default: a new one, printed "
+        "so the command can be repeated safely)",
+    )
     enqueue.add_argument("--order-id", help="source order id, carried into the result event")
     enqueue.add_argument("--json", action="store_true")
     enqueue.set_defaults(run=_enqueue)
@@ -66,6 +70,9 @@ def _enqueue(args: argparse.Namespace) -> int:
         print(
             f"{'enqueued' if new else 'already enqueued'} job {job_id} (key {job.idempotency_key})"
         )
+        if not args.key:
+            # A repeat without the key would be a new load: say how to repeat safely.
+            print(f"to repeat this command safely, add: --key {job.idempotency_key}")
     return 0
 
 
@@ -84,10 +91,17 @@ def job_view(record: JobRecord) -> dict[str, Any]:
         "source": job.source.model_dump(exclude_none=True),
         "enqueued_at": record.enqueued_at.isoformat(),
         "updated_at": record.updated_at.isoformat(),
-        "result": result.model_dump(exclude={"receipt"}) if result else None,
+        "result": _masked_result(result) if result else None,
         "error": record.error.model_dump(exclude_none=True) if record.error else None,
         "history": [h.model_dump(mode="json", exclude_none=True) for h in record.history],
     }
+
+
+def _masked_result(result: LoadResult) -> dict[str, Any]:
+    view = result.model_dump(exclude={"receipt"})
+    if result.card_number:
+        view["card_number"] = mask_card_number(result.card_number)
+    return view
 
 
 def _job(args: argparse.Namespace) -> int:

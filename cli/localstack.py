@@ -50,8 +50,9 @@ def _pings(client: redis.Redis) -> bool:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """A redis-server of our own on a free port, no persistence; stopped and removed after."""
+def redis_server(*extra: str) -> Iterator[str]:
+    """A redis-server of our own on a free port, no persistence; stopped and removed after.
+    ``extra`` are more redis-server options (``"--rename-command", "INFO", ""``)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (Debian package redis-server)")
@@ -66,6 +67,7 @@ def redis_server() -> Iterator[str]:
         "maxmemory-policy": "noeviction",
     }
     argv = [binary, *[part for key, value in options.items() for part in (f"--{key}", value)]]
+    argv += extra
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port)

@@ -73,6 +73,22 @@ class SecuconnectSettings(_Section):
     # request never starts with a token that expires while it is in flight.
     token_refresh_margin_s: Annotated[int, Field(ge=0, le=600)] = 30
 
+    @property
+    def call_budget_s(self) -> float:
+        """The longest one call can take while every byte keeps within its timeouts."""
+        return (
+            self.pool_timeout_s
+            + self.connect_timeout_s
+            + self.write_timeout_s
+            + (self.read_timeout_s)
+        )
+
+    @property
+    def step_budget_s(self) -> float:
+        """The longest a step can take: a token fetch, then at most three calls (a start:
+        read, start, read back), each repeated once after a refused token."""
+        return self.call_budget_s * (1 + 3 * 2) + 5.0
+
 
 class RetrySettings(_Section):
     """Exponential backoff with full jitter: delay = uniform(0, min(max, base * 2**n))."""
@@ -110,6 +126,14 @@ class JobSettings(_Section):
     # A job with no progress for this long gets its current step sent again
     # (a lost message, a producer that died between accepting and sending).
     stall_after_s: Annotated[int, Field(ge=10)] = 7200
+    # A running step's lease on its job: renewed while the step runs, so it only runs
+    # out when the worker died or froze; then the next delivery may take the job over.
+    lease_s: Annotated[float, Field(ge=1, le=600)] = 30.0
+    # Before a first create, look the transaction up by merchantRef only when the
+    # record may be stale ("after_doubt": a retry, a replay, a Redis that restarted or
+    # failed over), or before every create ("always": one more API call per job, for a
+    # Redis that may be restored in place without a restart).
+    create_lookup: Literal["after_doubt", "always"] = "after_doubt"
 
 
 class WorkerSettings(_Section):

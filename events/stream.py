@@ -1,5 +1,7 @@
-"""The result-event stream in Redis: published once per job and outcome, read with
-plain XREAD or consumer groups."""
+"""The result-event stream in Redis, read with plain XREAD or consumer groups.
+
+Events are appended by the job store, in the same script that records the outcome
+(:mod:`jobs.scripts`), once per job and outcome."""
 
 from __future__ import annotations
 
@@ -10,22 +12,9 @@ from typing import Any
 import redis
 
 from events.model import RESULT_EVENT, CardLoadFailed, CardLoadSucceeded
-from jobs import keys
 from jobs.replies import text
 
-# KEYS: job hash, stream.  ARGV: flag field, event id, event type, data, maxlen
-# The flag on the job makes publishing idempotent: a redelivered task adds nothing.
-PUBLISH_ONCE = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'event_id', ARGV[2], 'type', ARGV[3], 'data', ARGV[4])
-"""
-
 Event = CardLoadSucceeded | CardLoadFailed
-
-
-def flag_field(event: Event) -> str:
-    return f"event:{event.event_id}"
 
 
 @dataclass(frozen=True)
@@ -39,20 +28,6 @@ class EventStream:
         self.redis = client
         self.name = name
         self.maxlen = maxlen
-        self._publish = client.register_script(PUBLISH_ONCE)
-
-    def publish_args(self, event: Event) -> tuple[list[str], list[str | int]]:
-        """Keys and args of :data:`PUBLISH_ONCE`, for scripts that publish atomically."""
-        return (
-            [keys.job(event.job_id), self.name],
-            [flag_field(event), event.event_id, event.type, event.model_dump_json(), self.maxlen],
-        )
-
-    def publish(self, event: Event) -> str | None:
-        """Append the event unless it was published before; its stream id, or None."""
-        script_keys, args = self.publish_args(event)
-        stream_id = self._publish(keys=script_keys, args=args)
-        return text(stream_id) if stream_id else None
 
     def read(
         self, after: str = "0-0", count: int = 100, block_ms: int | None = None

@@ -10,19 +10,21 @@ from jobs.model import (
     JobStatus,
     LoadResult,
 )
-from jobs.store import Admission, IdempotencyConflict, JobStore, Transition
+from jobs.store import Admission, FenceLost, IdempotencyConflict, JobStore, Lease, job_store
 
 __all__ = [
     "Admission",
     "CardLoadJob",
     "ErrorInfo",
     "ExtraLine",
+    "FenceLost",
     "HistoryEntry",
     "IdempotencyConflict",
     "JobRecord",
     "JobSource",
     "JobStatus",
     "JobStore",
+    "Lease",
     "LoadResult",
-    "Transition",
+    "job_store",
 ]

@@ -17,14 +17,16 @@ def idempotency(key: str) -> str:
     return f"{PREFIX}:idem:{key}"
 
 
-def job_lock(job_id: str) -> str:
-    return f"{PREFIX}:lock:job:{job_id}"
-
-
 ACTIVE = f"{PREFIX}:jobs:active"  # zset: unfinished job id -> last progress (unix s)
 SWEEP_LOCK = f"{PREFIX}:lock:sweep"
-TOKEN = f"{PREFIX}:oauth:token"
-TOKEN_LOCK = f"{PREFIX}:oauth:lock"
+# cardload 0.1 kept the access token here, readable by every Redis client; workers
+# delete it at start.
+LEGACY_TOKEN = f"{PREFIX}:oauth:token"
+
+
+def dead_letter(index: str, job_id: str) -> str:
+    """A dead letter's entry, beside the index (a sorted set) named ``index``."""
+    return f"{index}:{job_id}"
 
 
 def batch(batch_id: str) -> str:
@@ -32,7 +34,7 @@ def batch(batch_id: str) -> str:
 
 
 def batch_rows(batch_id: str) -> str:
-    return f"{PREFIX}:batch:{batch_id}:rows"  # hash: row number -> job id
+    return f"{PREFIX}:batch:{batch_id}:rows"  # hash: job id -> its row in the latest file
 
 
 def batch_invalid(batch_id: str) -> str:

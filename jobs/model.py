@@ -27,6 +27,10 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+# Job ids are ours (random hex), so logs may show them unmasked.
+JobId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+
 def default_description(amount_cents: int, currency: str) -> str:
     """Like the seed's "Kartenaufladung 20 EUR"; cents only when there are any."""
     major, minor = divmod(amount_cents, 100)
@@ -64,7 +68,7 @@ class CardLoadJob(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    job_id: str = Field(default_factory=new_job_id)
+    job_id: JobId = Field(default_factory=new_job_id)
     idempotency_key: IdempotencyKey
     card_number: CardNumber | None = None
     card_group_id: CardGroupId | None = None
@@ -154,14 +158,19 @@ class LoadResult(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """The state record of one job, as kept in Redis."""
+    """The state record of one job, as kept in Redis (:mod:`jobs.store` writes it)."""
 
     job: CardLoadJob
     status: JobStatus
     transaction_id: str | None = None
     attempts: dict[str, int] = Field(default_factory=dict)
     generation: int = 0
-    reconcile: bool = False
+    reconcile: bool = Field(
+        False, description="read the API before acting: the record may not show all it did"
+    )
+    load_uncertain: bool = Field(
+        False, description="a start may have been sent and not read back since"
+    )
     dispatched: bool = False
     enqueued_at: datetime
     updated_at: datetime
@@ -176,9 +185,8 @@ class JobRecord(BaseModel):
 
     @property
     def done(self) -> bool:
-        """Finished and announced: a succeeded job is done once its event is out (the
-        publish step runs after the status is set; a dead letter's event is written
-        with it)."""
+        """Finished and announced (the result event is written with the final status;
+        a job that succeeded under cardload 0.1 may still wait for its publish step)."""
         if self.status is JobStatus.SUCCEEDED:
             return f"{self.job.job_id}:succeeded" in self.events
         return self.status is JobStatus.DEAD_LETTERED

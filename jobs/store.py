@@ -1,22 +1,21 @@
-"""The job state record in Redis: admission by idempotency key, step transitions with
-attempt counting and history, and the per-job execution lock.
+"""The job state record in Redis: admission by idempotency key, claiming a step under a
+fenced lease, the fenced writes that end a step, dead-lettering and replay.
 
-Every change is one Lua script, so a status, its attempt counter and its history
-entry never disagree, whatever crashes in between. (Scripts name all their keys,
-but several keys per job: run one Redis, not a cluster.)
+This module is the record's one owner: every write goes through a script of
+:mod:`jobs.scripts`, called from here. Everyone else reads, or asks.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import redis
 
-from jobs import keys
+from config import Settings
+from jobs import keys, scripts
 from jobs.model import (
     CardLoadJob,
     ErrorInfo,
@@ -27,57 +26,9 @@ from jobs.model import (
     now_utc,
 )
 from jobs.replies import text
+from jobs.routing import STEP_STATUSES, Step
 
 PIPELINE_CHUNK = 500
-TERMINAL = ",".join(s.value for s in JobStatus if s.terminal)
-ANY_OPEN = "*"  # "allowed" wildcard: any status that is not terminal
-
-# KEYS: idem, job, history, active.  ARGV: job_id, job_json, fingerprint, now_iso, now_ts, entry
-_ADMIT = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {existing, 0} end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[3])
-redis.call('HSET', KEYS[2], 'job', ARGV[2], 'fingerprint', ARGV[3], 'status', 'queued',
-  'generation', 0, 'enqueued_at', ARGV[4], 'updated_at', ARGV[4], 'dispatched', 0)
-redis.call('RPUSH', KEYS[3], ARGV[6])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-return {ARGV[1] .. ' ' .. ARGV[3], 1}
-"""
-
-# KEYS: job, history, active.
-# ARGV: job_id, allowed (comma list or '*'), new status, history entry (JSON), now_ts,
-#       attempt counter field or '', terminal statuses, then field/value pairs to set.
-_TRANSITION = """
-local function member(list, s)
-  return string.find(',' .. list .. ',', ',' .. s .. ',', 1, true) ~= nil
-end
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {'missing', -1} end
-if ARGV[2] == '*' then
-  if member(ARGV[7], current) then return {current, -1} end
-elseif not member(ARGV[2], current) then
-  return {current, -1}
-end
-local n = 0
-local entry = cjson.decode(ARGV[4])
-if ARGV[6] ~= '' then
-  n = redis.call('HINCRBY', KEYS[1], ARGV[6], 1)
-  entry['attempt'] = n
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 8))
-redis.call('RPUSH', KEYS[2], cjson.encode(entry))
-if member(ARGV[7], ARGV[3]) then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-else
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-end
-return {current, n}
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class IdempotencyConflict(Exception):
@@ -96,25 +47,78 @@ class Admission:
 
 
 @dataclass(frozen=True)
-class Transition:
-    previous: str  # the status before, or "missing"
-    applied: bool
-    attempt: int = 0
+class Lease:
+    """The right to run one step of one job, until another delivery takes it over."""
+
+    job_id: str
+    fence: str
 
 
-def _record(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord | None:
-    if not raw:
+class FenceLost(Exception):
+    """A write on behalf of a step was refused: its lease expired and another delivery
+    of the job holds it now. Nothing was written; the step must not assume it was."""
+
+    def __init__(self, lease: Lease, holder: str) -> None:
+        super().__init__(
+            f"job {lease.job_id}: lease {lease.fence} was taken over by {holder or 'nobody'}"
+        )
+        self.lease = lease
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class Claimed:
+    lease: Lease
+    record: JobRecord  # as the claim left it (history not loaded)
+    attempt: int
+    previous: JobStatus
+    took_over: bool  # the expired lease of another delivery was taken over
+    unsettled_before: bool  # a start may have been sent and not read back before this
+
+
+Unclaimed = Literal["missing", "finished", "proceed", "redirect", "busy", "locked"]
+_UNCLAIMED: dict[str, Unclaimed] = {reason: reason for reason in get_args(Unclaimed)}
+
+
+@dataclass(frozen=True)
+class NotClaimed:
+    reason: Unclaimed
+    status: str | None = None
+    locked_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A result event as the scripts append it to the stream (once per ``event_id``)."""
+
+    event_id: str
+    type: str
+    data: str  # the event as JSON
+
+    @property
+    def flag(self) -> str:
+        return f"event:{self.event_id}"
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord | None:
+    if not f:
         return None
-    f = {text(k): text(v) for k, v in raw.items()}
     return JobRecord(
         job=CardLoadJob.model_validate_json(f["job"]),
         status=JobStatus(f["status"]),
         transaction_id=f.get("transaction_id") or None,
         attempts={
-            k.removeprefix("attempts_"): int(v) for k, v in f.items() if k.startswith("attempts_")
+            k.removeprefix("attempts_"): int(v)
+            for k, v in f.items()
+            if k.startswith("attempts_") and int(v)
         },
         generation=int(f.get("generation", 0)),
         reconcile=f.get("reconcile") == "1",
+        load_uncertain=f.get("start_unsettled") == "1",
         dispatched=f.get("dispatched") == "1",
         enqueued_at=datetime.fromisoformat(f["enqueued_at"]),
         updated_at=datetime.fromisoformat(f["updated_at"]),
@@ -125,12 +129,33 @@ def _record(raw: dict[bytes, bytes], history: list[bytes]) -> JobRecord | None:
     )
 
 
+def _entry(entry: HistoryEntry, at: datetime) -> str:
+    return entry.model_copy(update={"at": at}).model_dump_json(exclude_none=True)
+
+
 class JobStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        stream: str = "cardload:events",
+        stream_maxlen: int = 1_000_000,
+        dead_letters: str = "cardload:dead_letters",
+    ) -> None:
         self.redis = client
-        self._admit = client.register_script(_ADMIT)
-        self._transition = client.register_script(_TRANSITION)
-        self._release = client.register_script(_RELEASE)
+        self.stream = stream
+        self.stream_maxlen = stream_maxlen
+        self.dead_letters = dead_letters
+        register = client.register_script
+        self._admit = register(scripts.ADMIT)
+        self._claim = register(scripts.CLAIM)
+        self._renew = register(scripts.RENEW)
+        self._release = register(scripts.RELEASE)
+        self._finish = register(scripts.FINISH_STEP)
+        self._succeed = register(scripts.SUCCEED)
+        self._dead_letter = register(scripts.DEAD_LETTER)
+        self._reopen = register(scripts.REOPEN)
+        self._announce = register(scripts.ANNOUNCE)
 
     # --- admission ------------------------------------------------------------------
 
@@ -211,7 +236,7 @@ class JobStore:
                 if history
                 else ((r, []) for r in replies)
             )
-            out += [_record(raw, entries) for raw, entries in pairs]
+            out += [_record({text(k): text(v) for k, v in raw.items()}, h) for raw, h in pairs]
         return out
 
     def stalled(self, older_than_ts: float, limit: int = 1000) -> list[str]:
@@ -219,63 +244,196 @@ class JobStore:
         ids: Any = self.redis.zrangebyscore(keys.ACTIVE, "-inf", older_than_ts, start=0, num=limit)
         return [text(i) for i in ids]
 
-    # --- transitions ------------------------------------------------------------------
+    # --- claiming a step ---------------------------------------------------------------
 
-    def transition(
-        self,
-        job_id: str,
-        *,
-        allowed: Iterable[JobStatus] | None,
-        to: JobStatus,
-        entry: HistoryEntry | None = None,
-        count_attempt_of: str | None = None,
-        fields: dict[str, str] | None = None,
-    ) -> Transition:
-        """Move the job to ``to`` if its status is in ``allowed`` (None: any status that
-        is not terminal), counting an attempt of the named step, recording history."""
+    def claim(
+        self, job_id: str, step: Step, *, lease_ms: int, max_attempts: int
+    ) -> Claimed | NotClaimed:
+        """One round trip: read the record, take the step's lease (unless another
+        delivery holds it), count the attempt, note where the record may be stale."""
+        statuses = STEP_STATUSES[step]
         now = now_utc()
-        entry = entry or HistoryEntry(status=to)
-        sets = {"updated_at": now.isoformat(), **(fields or {})}
-        previous, attempt = self._transition(
+        entry = HistoryEntry(at=now, status=statuses.running, step=step)
+        known = HistoryEntry(at=now, status=JobStatus.CREATED, note="transaction known: no create")
+        reply = self._claim(
             keys=[keys.job(job_id), keys.history(job_id), keys.ACTIVE],
             args=[
                 job_id,
-                ANY_OPEN if allowed is None else ",".join(s.value for s in allowed),
-                to.value,
-                entry.model_copy(update={"at": now, "status": to}).model_dump_json(
-                    exclude_none=True
-                ),
+                step,
+                ",".join(s.value for s in statuses.claimable),
+                statuses.running.value,
+                entry.model_dump_json(exclude_none=True),
+                lease_ms,
+                max_attempts,
                 now.timestamp(),
-                f"attempts_{count_attempt_of}" if count_attempt_of else "",
-                TERMINAL,
-                *[x for pair in sets.items() for x in pair],
+                now.isoformat(),
+                known.model_dump_json(exclude_none=True),
             ],
         )
-        return Transition(text(previous), int(attempt) >= 0, max(int(attempt), 0))
+        kind = text(reply[0])
+        if kind != "claimed":
+            status = text(reply[1]) if len(reply) > 1 and kind != "locked" else None
+            locked_ms = int(text(reply[1])) if kind == "locked" else 0
+            return NotClaimed(_UNCLAIMED[kind], status, locked_ms)
+        fence, attempt, previous, holder, unsettled = (text(v) for v in reply[1:6])
+        record = _record(_fields(reply[6]))
+        assert record is not None
+        return Claimed(
+            Lease(job_id, fence),
+            record,
+            int(attempt),
+            JobStatus(previous),
+            took_over=bool(holder),
+            unsettled_before=unsettled == "1",
+        )
+
+    def renew(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        """Extend each lease that is still ours (pipelined); False where it was taken."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lease in leases:
+            self._renew(keys=[keys.job(lease.job_id)], args=[lease.fence, lease_ms], client=pipe)
+        return [bool(int(v)) for v in pipe.execute()]
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease back without writing anything else (a step that bailed out)."""
+        return bool(self._release(keys=[keys.job(lease.job_id)], args=[lease.fence]))
+
+    # --- the fenced writes that end a step ------------------------------------------------
+
+    def finish_step(
+        self, lease: Lease, entry: HistoryEntry, fields: Mapping[str, str | int] | None = None
+    ) -> None:
+        """Record how the step ended (and ``fields``), give the lease back."""
+        now = now_utc()
+        pairs = [x for pair in (fields or {}).items() for x in pair]
+        self._fenced(
+            lease,
+            self._finish(
+                keys=self._job_keys(lease.job_id),
+                args=[
+                    lease.job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.timestamp(),
+                    now.isoformat(),
+                    *pairs,
+                ],
+            ),
+        )
+
+    def succeed(
+        self, lease: Lease, result: LoadResult, entry: HistoryEntry, event: Announcement
+    ) -> None:
+        """The job succeeded and its event is out, in one script: never one alone."""
+        now = now_utc()
+        self._fenced(
+            lease,
+            self._succeed(
+                keys=[*self._job_keys(lease.job_id), self.stream],
+                args=[
+                    lease.job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.isoformat(),
+                    result.model_dump_json(),
+                    *self._event_args(event),
+                ],
+            ),
+        )
+
+    def dead_letter(
+        self,
+        lease: Lease,
+        *,
+        error: ErrorInfo,
+        load_uncertain: bool,
+        letter: str,
+        entry: HistoryEntry,
+        event: Announcement,
+    ) -> None:
+        """Dead-letter the job: status, its entry in the store and its failed event."""
+        now = now_utc()
+        job_id = lease.job_id
+        self._fenced(
+            lease,
+            self._dead_letter(
+                keys=[
+                    *self._job_keys(job_id),
+                    self.dead_letters,
+                    keys.dead_letter(self.dead_letters, job_id),
+                    self.stream,
+                ],
+                args=[
+                    job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.isoformat(),
+                    now.timestamp(),
+                    error.model_dump_json(),
+                    int(load_uncertain),
+                    letter,
+                    *self._event_args(event),
+                ],
+            ),
+        )
+
+    # --- outside a step ------------------------------------------------------------------
+
+    def reopen(self, job_id: str) -> bool:
+        """Take a dead-lettered job out of the store and back to ``queued`` for a replay."""
+        now = now_utc()
+        entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="replayed from dead letters")
+        previous = self._reopen(
+            keys=[
+                *self._job_keys(job_id),
+                self.dead_letters,
+                keys.dead_letter(self.dead_letters, job_id),
+            ],
+            args=[
+                job_id,
+                entry.model_dump_json(exclude_none=True),
+                now.timestamp(),
+                now.isoformat(),
+            ],
+        )
+        return text(previous) == JobStatus.DEAD_LETTERED
+
+    def announce(self, job_id: str, event: Announcement) -> bool:
+        """Append a succeeded job's event unless it is out already."""
+        return bool(
+            self._announce(keys=[keys.job(job_id), self.stream], args=self._event_args(event))
+        )
 
     def record(self, job_id: str, entry: HistoryEntry) -> None:
-        """Add a history entry (a retry, a note) without changing the status."""
+        """Add a history entry (a note) without changing the status; counts as progress."""
         now = now_utc()
         pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(
-            keys.history(job_id),
-            entry.model_copy(update={"at": now}).model_dump_json(exclude_none=True),
-        )
+        pipe.rpush(keys.history(job_id), _entry(entry, now))
         pipe.hset(keys.job(job_id), "updated_at", now.isoformat())
         pipe.zadd(keys.ACTIVE, {job_id: now.timestamp()}, xx=True)
         pipe.execute()
 
-    # --- the per-job lock ---------------------------------------------------------------
+    # --- plumbing --------------------------------------------------------------------------
 
-    def acquire(self, job_id: str, ttl_ms: int) -> str | None:
-        """One execution of a job at a time: a token if we hold the lock, else None."""
-        token = uuid.uuid4().hex
-        if self.redis.set(keys.job_lock(job_id), token, nx=True, px=ttl_ms):
-            return token
-        return None
+    @staticmethod
+    def _job_keys(job_id: str) -> list[str]:
+        return [keys.job(job_id), keys.history(job_id), keys.ACTIVE]
 
-    def lock_ttl_ms(self, job_id: str) -> int:
-        return max(int(self.redis.pttl(keys.job_lock(job_id))), 0)
+    def _event_args(self, event: Announcement) -> list[str | int]:
+        return [event.flag, event.event_id, event.type, event.data, self.stream_maxlen]
 
-    def release(self, job_id: str, token: str) -> None:
-        self._release(keys=[keys.job_lock(job_id)], args=[token])
+    @staticmethod
+    def _fenced(lease: Lease, reply: Any) -> None:
+        if text(reply[0]) == "fenced":
+            raise FenceLost(lease, text(reply[1]))
+
+
+def job_store(client: redis.Redis, settings: Settings) -> JobStore:
+    """The store with the stream and dead-letter names of these settings."""
+    events = settings.events
+    return JobStore(
+        client,
+        stream=events.stream,
+        stream_maxlen=events.stream_maxlen,
+        dead_letters=events.dead_letters,
+    )

@@ -1,7 +1,9 @@
 """structlog set-up: JSON for machines, a readable console for people.
 
 Every line passes through :func:`_scrub`, so a card number or a token that slips
-into a log call is masked there, not only where we remembered to mask it.
+into a log call is masked there, not only where we remembered to mask it. Tracebacks
+are rendered to text *before* the scrubber runs, so an exception's message is masked
+too; our own generated ids are exempt (a random hex id may hold a long digit run).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import structlog
 from structlog.typing import EventDict, WrappedLogger
 
 from observability.masking import REDACTED, SECRET_KEYS, mask_text
+
+# Ids cardload or the API generate: never card numbers, kept readable.
+_ID_KEYS = frozenset({"job_id", "transaction_id", "event_id", "support_id"})
 
 
 def _clean(value: Any) -> Any:
@@ -32,7 +37,10 @@ def _clean(value: Any) -> Any:
 def _scrub(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     cleaned: MutableMapping[str, Any] = {}
     for key, value in event_dict.items():
-        cleaned[key] = REDACTED if key.lower() in SECRET_KEYS else _clean(value)
+        if key in _ID_KEYS:
+            cleaned[key] = value
+        else:
+            cleaned[key] = REDACTED if key.lower() in SECRET_KEYS else _clean(value)
     return dict(cleaned)
 
 
@@ -47,6 +55,7 @@ def configure_logging(fmt: str = "json", level: str = "INFO", stream: TextIO | N
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,  # text first, so the scrubber sees it
         _scrub,
     ]
     structlog.configure(

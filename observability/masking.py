@@ -1,13 +1,20 @@
-"""Card numbers are shown as ``927600******4352`` wherever people or logs see them."""
+"""Card numbers are shown as ``927600******4352`` wherever people or logs see them.
+
+Free text is searched for 13 to 19 digits written together or in groups separated by
+single spaces or dashes (``9276 0044 2464 4352``, ``9276-0044-2464-4352``): the first
+six and the last four digits stay, the separators stay, every other digit becomes
+``*``. Shorter ids (TA codes, amounts, dates) stay readable, and so do digits after a
+decimal point (durations such as 0.07488760000001093). Over-masking a long number
+that is not a card is the safe side of the trade.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-# 13-19 digit runs: card numbers; shorter ids (TA codes, amounts) stay readable, and
-# so do the digits after a decimal point (durations such as 0.07488760000001093).
-_CARD = re.compile(r"(?<![\d.])(\d{6})(\d{3,9})(\d{4})(?!\d)")
+_CARD = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?!\d)")
+_DIGIT = re.compile(r"\d")
 SECRET_KEYS = frozenset(
     {"access_token", "authorization", "client_secret", "password", "secret", "token"}
 )
@@ -16,26 +23,39 @@ REDACTED = "**********"
 
 def mask_card_number(number: str) -> str:
     """First six and last four digits, as PCI DSS allows: 9276004424644352 -> 927600******4352."""
-    if len(number) < 13:
+    digits = sum(c.isdigit() for c in number)
+    if digits < 13:
         return "*" * len(number)
-    return number[:6] + "*" * (len(number) - 10) + number[-4:]
+    return _mask_digits(number, digits)
 
 
-def mask_receipt(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Receipt lines with card numbers masked in every value and text."""
+def _mask_digits(text: str, digits: int) -> str:
+    seen = 0
 
-    def masked(value: Any) -> Any:
-        if isinstance(value, str):
-            return mask_text(value)
-        if isinstance(value, dict):
-            return {k: masked(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [masked(v) for v in value]
-        return value
+    def star(match: re.Match[str]) -> str:
+        nonlocal seen
+        seen += 1
+        return match.group() if seen <= 6 or seen > digits - 4 else "*"
 
-    return [masked(line) for line in lines]
+    return _DIGIT.sub(star, text)
 
 
 def mask_text(text: str) -> str:
     """Mask every card-number-like run of digits in free text."""
-    return _CARD.sub(lambda m: m.group(1) + "*" * len(m.group(2)) + m.group(3), text)
+    return _CARD.sub(lambda m: _mask_digits(m.group(), sum(c.isdigit() for c in m.group())), text)
+
+
+def mask_value(value: Any) -> Any:
+    """Strings masked with :func:`mask_text`, inside dicts and lists too."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_value(v) for v in value]
+    return value
+
+
+def mask_receipt(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Receipt lines with card numbers masked in every value and text."""
+    return [mask_value(line) for line in lines]

@@ -1,8 +1,7 @@
-"""Result events built from a finished job's record."""
+"""What a finished job leaves behind: its load result and its result event."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from events.model import (
@@ -13,7 +12,8 @@ from events.model import (
     failed_event_id,
     succeeded_event_id,
 )
-from jobs.model import ErrorInfo, HistoryEntry, JobRecord, LoadResult, now_utc
+from jobs.model import ErrorInfo, JobRecord, LoadResult
+from jobs.store import Announcement
 from observability.masking import mask_card_number, mask_receipt
 from secuconnect.models import SmartTransaction
 from secuconnect.receipt import render_receipt
@@ -39,11 +39,8 @@ def _card(number: str | None, mask: bool) -> str | None:
 
 
 def succeeded_event(
-    record: JobRecord, *, mask: bool, now: datetime | None = None
+    record: JobRecord, result: LoadResult, *, mask: bool, now: datetime
 ) -> CardLoadSucceeded:
-    result = record.result
-    if result is None:
-        raise ValueError(f"job {record.job.job_id} has no result")
     # The receipt prints the card number too: masked there like everywhere else.
     lines = mask_receipt(result.receipt) if mask else result.receipt
     parsed = SmartTransaction.model_validate(
@@ -52,7 +49,7 @@ def succeeded_event(
     job = record.job
     return CardLoadSucceeded(
         event_id=succeeded_event_id(job.job_id),
-        occurred_at=now or now_utc(),
+        occurred_at=now,
         job_id=job.job_id,
         idempotency_key=job.idempotency_key,
         source=job.source,
@@ -69,32 +66,12 @@ def succeeded_event(
             total_cents=result.total_cents,
         ),
         receipt=EventReceipt(lines=lines, text=render_receipt(parsed.receipt)),
-        finished_at=record.updated_at,
+        finished_at=now,
     )
 
 
-# Errors that say for sure that a start did not load the card.
-_DEFINITE = frozenset({"retryable", "rate_limited", "permanent", "not_found", "exhausted"})
-
-
-def load_uncertain(
-    attempts: dict[str, int], history: Sequence[HistoryEntry], final: ErrorInfo
-) -> bool:
-    """Whether some start attempt may have loaded the card unseen: one that ended
-    without a definite answer (a lost response, a crash, a payment still pending)."""
-    starts = attempts.get("start", 0)
-    settled = {
-        h.attempt
-        for h in history
-        if h.step == "start" and h.error is not None and h.error.kind in _DEFINITE
-    }
-    if final.kind in _DEFINITE:
-        settled.add(starts)
-    return any(n not in settled for n in range(1, starts + 1))
-
-
 def failed_event(
-    record: JobRecord, error: ErrorInfo, *, mask: bool, now: datetime
+    record: JobRecord, error: ErrorInfo, *, load_uncertain: bool, mask: bool, now: datetime
 ) -> CardLoadFailed:
     job = record.job
     return CardLoadFailed(
@@ -111,6 +88,10 @@ def failed_event(
         transaction_id=record.transaction_id,
         error=error,
         generation=record.generation,
-        load_uncertain=load_uncertain(record.attempts, record.history, error),
+        load_uncertain=load_uncertain,
         failed_at=now,
     )
+
+
+def announcement(event: CardLoadSucceeded | CardLoadFailed) -> Announcement:
+    return Announcement(event.event_id, event.type, event.model_dump_json())

@@ -1,7 +1,8 @@
 """The pipeline's resources, built once per worker process.
 
-One Redis connection pool and one httpx connection pool per process; rebuilt if
-the process was forked (a prefork child must not share its parent's sockets).
+One Redis connection pool, one httpx connection pool, one access token and one lease
+keeper per process; rebuilt if the process was forked (a prefork child must not share
+its parent's sockets).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import httpx
 import redis
 
 from config import Settings, load_settings
-from deadletters.store import DeadLetterStore
-from events.stream import EventStream
-from jobs import keys
-from jobs.store import JobStore
+from jobs.leases import LeaseKeeper
+from jobs.store import job_store
 from pipeline.steps import Pipeline
-from secuconnect import Credentials, SecuconnectClient, build_http, fetch_token
-from secuconnect.tokens import RedisTokenSource
+from secuconnect import (
+    Credentials,
+    MemoryTokenSource,
+    SecuconnectClient,
+    build_http,
+    fetch_token,
+)
 
 
 class _PerProcess:
@@ -30,14 +34,6 @@ class _PerProcess:
 
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-
-
-def event_stream(client: redis.Redis, settings: Settings) -> EventStream:
-    return EventStream(client, settings.events.stream, settings.events.stream_maxlen)
-
-
-def dead_letter_store(client: redis.Redis, settings: Settings) -> DeadLetterStore:
-    return DeadLetterStore(client, settings.events.dead_letters, event_stream(client, settings))
 
 
 def build_pipeline(
@@ -62,19 +58,17 @@ def build_pipeline(
         transport=transport,
     )
     credentials = Credentials(secu.client_id, secu.client_secret)
-    tokens = RedisTokenSource(
-        client,
+    # The token stays in this process: see secuconnect.tokens for why not in Redis.
+    tokens = MemoryTokenSource(
         lambda: fetch_token(http, credentials),
-        key=keys.TOKEN,
-        lock_key=keys.TOKEN_LOCK,
         margin_s=secu.token_refresh_margin_s,
+        backoff_base_s=settings.retry.base_backoff_s,
+        backoff_max_s=min(60.0, settings.retry.max_backoff_s),
     )
+    store = job_store(client, settings)
+    leases = LeaseKeeper(store, int(settings.jobs.lease_s * 1000), secu.step_budget_s)
     return Pipeline(
-        store=JobStore(client),
-        client=SecuconnectClient(http, tokens),
-        events=event_stream(client, settings),
-        dead_letters=dead_letter_store(client, settings),
-        settings=settings,
+        store=store, client=SecuconnectClient(http, tokens), leases=leases, settings=settings
     )
 
 

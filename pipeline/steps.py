@@ -1,15 +1,24 @@
-"""The three steps of a card load, each safe to run any number of times.
+"""The two steps of a card load, each safe to run any number of times, by any number of
+deliveries at once.
 
-Exactly-once effect comes from the job record, not from message delivery:
+Exactly-once effect comes from the job record and the API, not from message delivery:
 
-* create is skipped once the job has a transaction id; a create that may have
-  happened (a lost response, a crash) is looked up by ``merchantRef`` before a
-  second one is sent;
-* start is preceded by a read of the transaction whenever an earlier attempt may
-  have reached the API: ``ok`` is success, ``created`` means start again,
-  ``failed``/``cancelled`` is a permanent failure;
-* a per-job lock keeps two deliveries of the same job from running at once, and
-  our own attempt counter bounds retries (Redis counts no redeliveries).
+* a step first claims its job (one script): a lease with a fencing token, its attempt
+  counted. Every write that ends the step names the token; a delivery whose lease was
+  taken over (it froze, or overran the lease) has its writes refused and runs again
+  later, reading the API first;
+* create is skipped once the job has a transaction. Whenever the record may not show
+  everything done before (a retry, a replay, a takeover, a Redis that restarted or
+  failed over since the job was last touched), the transaction is first looked up by
+  ``merchantRef``; a create that lands after that lookup stays ``created``, never
+  started;
+* start reads the transaction before repeating after any doubt: ``ok`` is success,
+  ``created`` means start now, still in flight means wait, ``failed``/``cancelled``
+  is a failure. A refused start is checked the same way (another delivery may have
+  started it). Before a start failure becomes final the transaction is read once more;
+* success and its result event are one write; a dead letter, its entry and its failed
+  event are one write. ``load_uncertain`` says whether a start may have been sent and
+  never read back.
 """
 
 from __future__ import annotations
@@ -19,22 +28,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from config import Settings
-from deadletters.store import DeadLetter, DeadLetterStore
-from events.stream import EventStream
-from jobs.model import ErrorInfo, HistoryEntry, JobRecord, JobStatus, now_utc
-from jobs.routing import Step
-from jobs.store import JobStore
+from deadletters.store import DeadLetter
+from jobs.leases import LeaseKeeper
+from jobs.model import ErrorInfo, HistoryEntry, JobStatus, now_utc
+from jobs.routing import STEP_STATUSES, Step
+from jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from observability import bind_job, get_logger
 from pipeline.backoff import backoff_delay_s
 from pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from pipeline.request import build_create_request
-from pipeline.results import failed_event, load_result, succeeded_event
+from pipeline.results import announcement, failed_event, load_result, succeeded_event
 from secuconnect import (
     PermanentError,
     RateLimitedError,
+    RetryableError,
     SecuconnectClient,
     SecuconnectError,
     SmartTransaction,
+    TokenUnavailableError,
     TransactionStatus,
 )
 
@@ -59,237 +70,196 @@ def error_info(error: SecuconnectError) -> ErrorInfo:
 
 
 @dataclass
+class StartWatch:
+    """Whether a start may have loaded the card without our having seen it."""
+
+    unsettled: bool
+
+    def observe(self, tx: SmartTransaction) -> None:
+        # Read back: settled, unless the payment is still under way.
+        self.unsettled = tx.status in _IN_FLIGHT
+
+
+@dataclass
 class Pipeline:
     store: JobStore
     client: SecuconnectClient
-    events: EventStream
-    dead_letters: DeadLetterStore
+    leases: LeaseKeeper
     settings: Settings
     uniform: Callable[[], float] = field(default=random.random)
 
-    @property
-    def _lock_ttl_ms(self) -> int:
-        # Longer than a step can take (a read and a write call, each within its timeouts),
-        # short enough that a redelivered job waits little for a dead holder's lock.
-        http = self.settings.secuconnect
-        return int(((http.connect_timeout_s + http.read_timeout_s) * 2 + 5) * 1000)
-
-    # --- create -------------------------------------------------------------------------
+    # --- entry points (one per task) ---------------------------------------------------
 
     def create(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id, history=False)
-        if record is None:
-            log.error("job.unknown", job_id=job_id)
-            return Finished("unknown job")
-        if record.status.terminal:
-            return Finished(f"already {record.status}")
-        if record.transaction_id:
-            if record.status is JobStatus.QUEUED:  # a replay of a job that has a transaction
-                self.store.transition(
-                    job_id,
-                    allowed=[JobStatus.QUEUED],
-                    to=JobStatus.CREATED,
-                    entry=HistoryEntry(
-                        status=JobStatus.CREATED,
-                        note="create skipped: transaction known",
-                        transaction_id=record.transaction_id,
-                    ),
-                )
-            return Continue("start")
-        return self._locked(record, "create", self._create)
+        return self._step(job_id, "create", self._create)
 
-    def _create(self, record: JobRecord, attempt: int, previous: str) -> Outcome:
-        job = record.job
-        tx: SmartTransaction | None = None
-        if attempt > 1 or record.reconcile:
-            # An earlier create may have reached the API: find it before making another.
-            tx = self._find_created(job.idempotency_key)
-        if tx is None:
-            secu = self.settings.secuconnect
-            assert secu.contract_id and secu.device_id
-            tx = self.client.create(
-                build_create_request(job, contract_id=secu.contract_id, device_id=secu.device_id)
-            )
-            log.info("transaction.created", transaction_id=tx.id)
-        else:
-            log.info("transaction.found", transaction_id=tx.id, status=tx.status)
-        self.store.transition(
-            job.job_id,
-            allowed=[JobStatus.CREATING],
-            to=JobStatus.CREATED,
-            entry=HistoryEntry(status=JobStatus.CREATED, step="create", transaction_id=tx.id),
-            fields={"transaction_id": tx.id},
+    def start(self, job_id: str) -> Outcome:
+        return self._step(job_id, "start", self._start)
+
+    def publish(self, job_id: str) -> Outcome:
+        """cardload 0.1's third step: announce a job that succeeded without its event."""
+        record = self.store.load(job_id, history=False)
+        if record is None or record.status is not JobStatus.SUCCEEDED or record.result is None:
+            return Finished("nothing to publish")
+        mask = self.settings.events.mask_card_numbers
+        event = succeeded_event(record, record.result, mask=mask, now=record.updated_at)
+        self.store.announce(job_id, announcement(event))
+        return Finished("published")
+
+    # --- create --------------------------------------------------------------------------
+
+    def _create(self, claim: Claimed) -> Outcome:
+        record = claim.record
+        if claim.attempt > self.settings.retry.max_attempts:
+            return self._exhausted(claim, "create", None)
+        doubt = (
+            claim.attempt > 1 or record.reconcile or self.settings.jobs.create_lookup == "always"
+        )
+        try:
+            tx = self._find_created(record.job.idempotency_key) if doubt else None
+            adopted = tx is not None
+            if tx is None:
+                self._still_leased(claim.lease)
+                secu = self.settings.secuconnect
+                assert secu.contract_id and secu.device_id
+                request = build_create_request(
+                    record.job, contract_id=secu.contract_id, device_id=secu.device_id
+                )
+                tx = self.client.create(request)
+        except SecuconnectError as exc:
+            return self._failed(claim, "create", exc, None)
+        log.info("transaction.found" if adopted else "transaction.created", transaction_id=tx.id)
+        self.store.finish_step(
+            claim.lease,
+            HistoryEntry(status=JobStatus.CREATED, step="create", transaction_id=tx.id),
+            # An adopted transaction may have been started already: start reads it first.
+            {"status": JobStatus.CREATED.value, "transaction_id": tx.id, "reconcile": int(adopted)},
         )
         return Continue("start")
 
     def _find_created(self, merchant_ref: str) -> SmartTransaction | None:
         found = [
-            tx for tx in self.client.find_by_merchant_ref(merchant_ref) if tx.status in _ADOPTABLE
+            tx
+            for tx in self.client.find_by_merchant_ref(merchant_ref)
+            if tx.merchant_ref == merchant_ref and tx.status in _ADOPTABLE
         ]
         if len(found) > 1:
             log.warning(
                 "transaction.duplicates", merchant_ref=merchant_ref, ids=[tx.id for tx in found]
             )
-        # One already paid wins; otherwise the oldest. The others are never started.
-        paid = [tx for tx in found if tx.status == TransactionStatus.OK]
+        # One already paid (or being paid) wins; otherwise the oldest. Others never start.
+        paid = [tx for tx in found if tx.status != TransactionStatus.CREATED]
         return (paid or found)[0] if found else None
 
-    # --- start --------------------------------------------------------------------------
+    # --- start ----------------------------------------------------------------------------
 
-    def start(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id, history=False)
-        if record is None:
-            log.error("job.unknown", job_id=job_id)
-            return Finished("unknown job")
-        if record.status.terminal:
-            return (
-                Continue("publish")
-                if record.status is JobStatus.SUCCEEDED
-                else Finished(f"already {record.status}")
-            )
-        if not record.transaction_id:
-            return Continue("create")
-        return self._locked(record, "start", self._start)
+    def _start(self, claim: Claimed) -> Outcome:
+        watch = StartWatch(claim.unsettled_before)
+        if claim.attempt > self.settings.retry.max_attempts:
+            return self._exhausted(claim, "start", watch)
+        try:
+            tx = self._pay(claim, watch)
+        except SecuconnectError as exc:
+            return self._failed(claim, "start", exc, watch)
+        if tx.status == TransactionStatus.OK:
+            return self._succeed(claim, tx)
+        if tx.status in _FAILED:
+            info = ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
+            return self._dead_letter(claim, info, watch)
+        # Payment still under way (or a status we do not know): read again later.
+        info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
+        return self._retry(claim, "start", info, watch)
 
-    def _start(self, record: JobRecord, attempt: int, previous: str) -> Outcome:
+    def _pay(self, claim: Claimed, watch: StartWatch) -> SmartTransaction:
+        record = claim.record
         tx_id = record.transaction_id
         assert tx_id is not None
-        method = record.job.payment_method
-        if attempt > 1 or record.reconcile or previous == JobStatus.STARTING:
+        if claim.attempt > 1 or record.reconcile:
             # An earlier start may have loaded the card: read before repeating it.
-            tx = self.client.get(tx_id)
-            log.info("transaction.read", status=tx.status)
-            if tx.status == TransactionStatus.CREATED:
-                tx = self._start_once(tx_id, method)
-        else:
-            tx = self._start_once(tx_id, method)
-        return self._after_start(record, tx, attempt)
-
-    def _start_once(self, tx_id: str, method: str | None) -> SmartTransaction:
+            tx = self._read(tx_id, watch)
+            if tx.status != TransactionStatus.CREATED:
+                return tx
+        self._still_leased(claim.lease)
+        before, watch.unsettled = watch.unsettled, True
         try:
-            return self.client.start(tx_id, method)
+            tx = self.client.start(tx_id, record.job.payment_method)
+        except RetryableError:
+            watch.unsettled = before  # refused before it was processed: nothing happened
+            raise
         except PermanentError:
-            # "Not allowed" may mean a start we never heard back from succeeded.
-            tx = self.client.get(tx_id)
-            if tx.status != TransactionStatus.OK:
-                raise
+            # "Not allowed" may mean another delivery started it (and may be loading now).
+            tx = self._read(tx_id, watch)
+            if tx.status == TransactionStatus.CREATED:
+                raise  # a real refusal: still created, so nothing was loaded
             return tx
+        watch.observe(tx)
+        return tx
 
-    def _after_start(self, record: JobRecord, tx: SmartTransaction, attempt: int) -> Outcome:
-        if tx.status == TransactionStatus.OK:
-            result = load_result(tx)
-            self.store.transition(
-                record.job.job_id,
-                allowed=[JobStatus.STARTING],
-                to=JobStatus.SUCCEEDED,
-                entry=HistoryEntry(status=JobStatus.SUCCEEDED, step="start", transaction_id=tx.id),
-                fields={"result": result.model_dump_json(), "reconcile": "0"},
-            )
-            log.info(
-                "card.loaded", amount_cents=record.job.amount_cents, total_cents=result.total_cents
-            )
-            return Continue("publish")
-        if tx.status in _FAILED:
-            return self._dead_letter(
-                record, ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
-            )
-        # Payment still under way: not a definite answer, read again later.
-        info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
-        return self._retry(record, "start", attempt, info)
+    def _read(self, tx_id: str, watch: StartWatch) -> SmartTransaction:
+        tx = self.client.get(tx_id)
+        watch.observe(tx)
+        log.info("transaction.read", status=tx.status)
+        return tx
 
-    # --- publish ------------------------------------------------------------------------
+    # --- how a claimed step ends -------------------------------------------------------------
 
-    def publish(self, job_id: str) -> Outcome:
-        record = self.store.load(job_id, history=False)
-        if record is None or record.status is not JobStatus.SUCCEEDED:
-            return Finished("nothing to publish")
-        event = succeeded_event(record, mask=self.settings.events.mask_card_numbers)
-        stream_id = self.events.publish(event)
+    def _succeed(self, claim: Claimed, tx: SmartTransaction) -> Outcome:
+        result = load_result(tx)
+        mask = self.settings.events.mask_card_numbers
+        event = succeeded_event(claim.record, result, mask=mask, now=now_utc())
+        entry = HistoryEntry(status=JobStatus.SUCCEEDED, step="start", transaction_id=tx.id)
+        self.store.succeed(claim.lease, result, entry, announcement(event))
         log.info(
-            "event.published" if stream_id else "event.already_published", event_id=event.event_id
+            "card.loaded",
+            amount_cents=claim.record.job.amount_cents,
+            total_cents=result.total_cents,
         )
-        return Finished("published")
-
-    # --- shared -------------------------------------------------------------------------
-
-    def _locked(
-        self, record: JobRecord, step: Step, run: Callable[[JobRecord, int, str], Outcome]
-    ) -> Outcome:
-        """Run a step under the job's lock, counting the attempt, mapping failures."""
-        job_id = record.job.job_id
-        lock = self.store.acquire(job_id, self._lock_ttl_ms)
-        if lock is None:
-            # Another delivery is running this job; come back when its lock expires.
-            return RetryLater(
-                self.store.lock_ttl_ms(job_id) / 1000 + 0.5, "job locked by another delivery"
-            )
-        try:
-            allowed, to = _STEP_STATUSES[step]
-            moved = self.store.transition(
-                job_id,
-                allowed=allowed,
-                to=to,
-                count_attempt_of=step,
-                entry=HistoryEntry(status=to, step=step),
-            )
-            if not moved.applied:
-                return Finished(f"job is {moved.previous}")
-            bind_job(job_id, transaction_id=record.transaction_id, attempt=moved.attempt, step=step)
-            if moved.attempt > self.settings.retry.max_attempts:
-                return self._dead_letter(
-                    record,
-                    ErrorInfo(
-                        kind="exhausted", message=f"{step}: {moved.attempt - 1} attempts used up"
-                    ),
-                )
-            try:
-                return run(record, moved.attempt, moved.previous)
-            except SecuconnectError as exc:
-                return self._failed(record, step, moved.attempt, exc)
-        finally:
-            self.store.release(job_id, lock)
+        return Finished("succeeded")
 
     def _failed(
-        self, record: JobRecord, step: Step, attempt: int, exc: SecuconnectError
+        self, claim: Claimed, step: Step, exc: SecuconnectError, watch: StartWatch | None
     ) -> Outcome:
         info = error_info(exc)
         if isinstance(exc, PermanentError):
-            return self._dead_letter(record, info)
-        if attempt >= self.settings.retry.max_attempts:
-            return self._dead_letter(
-                record,
-                info.model_copy(update={"message": f"{info.message} (after {attempt} attempts)"}),
-            )
-        retry_after = exc.retry_after_s if isinstance(exc, RateLimitedError) else None
-        return self._retry(record, step, attempt, info, retry_after)
+            return self._dead_letter(claim, info, watch)
+        if claim.attempt >= self.settings.retry.max_attempts:
+            message = f"{info.message} (after {claim.attempt} attempts)"
+            return self._dead_letter(claim, info.model_copy(update={"message": message}), watch)
+        retry_after = (
+            exc.retry_after_s if isinstance(exc, RateLimitedError | TokenUnavailableError) else None
+        )
+        return self._retry(claim, step, info, watch, retry_after)
+
+    def _exhausted(self, claim: Claimed, step: Step, watch: StartWatch | None) -> Outcome:
+        used = claim.attempt - 1
+        info = ErrorInfo(kind="exhausted", message=f"{step}: {used} attempts used up")
+        return self._dead_letter(claim, info, watch)
 
     def _retry(
         self,
-        record: JobRecord,
+        claim: Claimed,
         step: Step,
-        attempt: int,
         info: ErrorInfo,
+        watch: StartWatch | None,
         retry_after: float | None = None,
     ) -> Outcome:
         retry = self.settings.retry
         delay = backoff_delay_s(
-            attempt,
+            claim.attempt,
             base_s=retry.base_backoff_s,
             cap_s=retry.max_backoff_s,
             uniform=self.uniform,
             retry_after_s=retry_after,
         )
-        status = JobStatus.CREATING if step == "create" else JobStatus.STARTING
-        self.store.record(
-            record.job.job_id,
-            HistoryEntry(
-                status=status,
-                step=step,
-                attempt=attempt,
-                error=info,
-                note=f"retry in {delay:.1f} s",
-            ),
+        entry = HistoryEntry(
+            status=STEP_STATUSES[step].running,
+            step=step,
+            attempt=claim.attempt,
+            error=info,
+            note=f"retry in {delay:.1f} s",
         )
+        fields = {"start_unsettled": int(watch.unsettled)} if watch else {}
+        self.store.finish_step(claim.lease, entry, fields)
         log.warning(
             "step.retry",
             error_kind=info.kind,
@@ -299,32 +269,128 @@ class Pipeline:
         )
         return RetryLater(delay, info.message)
 
-    def _dead_letter(self, record: JobRecord, info: ErrorInfo) -> Outcome:
-        job_id = record.job.job_id
-        current = self.store.load(job_id) or record
+    def _dead_letter(self, claim: Claimed, info: ErrorInfo, watch: StartWatch | None) -> Outcome:
+        record = claim.record
+        if watch is not None and watch.unsettled and record.transaction_id:
+            # Before the failure is final, settle what an unanswered start may have done.
+            try:
+                tx = self._read(record.transaction_id, watch)
+            except SecuconnectError as exc:
+                log.warning("transaction.unreadable", error=exc.message)
+            else:
+                if tx.status == TransactionStatus.OK:
+                    return self._succeed(claim, tx)
+        uncertain = bool(watch and watch.unsettled)
         now = now_utc()
+        full = self.store.load(record.job.job_id) or record  # with history, for the letter
         letter = DeadLetter(
-            job=current.job,
+            job=record.job,
             error=info,
-            transaction_id=current.transaction_id,
-            attempts=current.attempts,
-            generation=current.generation,
-            history=current.history,
+            transaction_id=record.transaction_id,
+            attempts=record.attempts,
+            generation=record.generation,
+            history=full.history,
             dead_lettered_at=now,
+            load_uncertain=uncertain,
         )
-        event = failed_event(current, info, mask=self.settings.events.mask_card_numbers, now=now)
-        self.dead_letters.put(letter, event)
+        mask = self.settings.events.mask_card_numbers
+        event = failed_event(record, info, load_uncertain=uncertain, mask=mask, now=now)
+        entry = HistoryEntry(
+            status=JobStatus.DEAD_LETTERED,
+            note="dead-lettered",
+            error=info,
+            transaction_id=record.transaction_id,
+        )
+        self.store.dead_letter(
+            claim.lease,
+            error=info,
+            load_uncertain=uncertain,
+            letter=letter.model_dump_json(),
+            entry=entry,
+            event=announcement(event),
+        )
         log.error(
             "job.dead_lettered",
             error_kind=info.kind,
             error=info.message,
             api_error=info.api_error,
             support_id=info.support_id,
+            load_uncertain=uncertain,
         )
         return Finished("dead-lettered")
 
+    # --- claiming ------------------------------------------------------------------------------
 
-_STEP_STATUSES: dict[Step, tuple[list[JobStatus], JobStatus]] = {
-    "create": ([JobStatus.QUEUED, JobStatus.CREATING], JobStatus.CREATING),
-    "start": ([JobStatus.CREATED, JobStatus.STARTING], JobStatus.STARTING),
-}
+    def _step(self, job_id: str, step: Step, run: Callable[[Claimed], Outcome]) -> Outcome:
+        """Claim the job for ``step`` and run it; whatever happens, give the lease back."""
+        try:
+            # Before the claim: waiting for a token costs the job no attempt.
+            self.client.authenticate()
+        except TokenUnavailableError as exc:
+            return self._token_wait(exc)
+        claim = self.store.claim(
+            job_id,
+            step,
+            lease_ms=int(self.settings.jobs.lease_s * 1000),
+            max_attempts=self.settings.retry.max_attempts,
+        )
+        if isinstance(claim, NotClaimed):
+            return self._not_claimed(job_id, claim)
+        bind_job(
+            job_id, transaction_id=claim.record.transaction_id, attempt=claim.attempt, step=step
+        )
+        if claim.took_over:
+            log.warning("lease.taken_over", previous=claim.previous.value)
+        self.leases.hold(claim.lease)
+        try:
+            return run(claim)
+        except FenceLost as exc:
+            # Not ignored: nothing of this delivery was written, so the step runs again,
+            # claims anew and reads the API before it acts.
+            log.warning("job.fence_lost", holder=exc.holder)
+            return RetryLater(self.settings.retry.base_backoff_s, str(exc))
+        except Exception:
+            self._release(claim.lease)
+            raise
+        finally:
+            self.leases.drop(claim.lease)
+
+    def _not_claimed(self, job_id: str, claim: NotClaimed) -> Outcome:
+        match claim.reason:
+            case "missing":
+                log.error("job.unknown", job_id=job_id)
+                return Finished("unknown job")
+            case "proceed":
+                return Continue("start")
+            case "redirect":
+                return Continue("create")
+            case "locked":
+                # Another delivery runs this job; come back when its lease would end.
+                delay = min(claim.locked_ms / 1000 + 0.1, self.settings.retry.max_backoff_s)
+                return RetryLater(delay, "job leased by another delivery")
+            case "finished":
+                return Finished(f"already {claim.status}")
+            case _:
+                return Finished(f"job is {claim.status}: another step has it")
+
+    def _still_leased(self, lease: Lease) -> None:
+        """Before a call with an effect: stop if the lease is known to be gone."""
+        if self.leases.lost(lease):
+            raise FenceLost(lease, "another delivery")
+
+    def _release(self, lease: Lease) -> None:
+        try:
+            self.store.release(lease)
+        except Exception as exc:  # the original error matters more than this one
+            log.warning("lease.release_failed", error=str(exc))
+
+    def _token_wait(self, exc: TokenUnavailableError) -> Outcome:
+        retry = self.settings.retry
+        delay = min(max(exc.retry_after_s or 0.0, retry.base_backoff_s), retry.max_backoff_s)
+        log.warning(
+            "token.unavailable",
+            error=exc.message,
+            credentials_refused=exc.credentials_refused,
+            delay_s=round(delay, 2),
+        )
+        return RetryLater(delay, exc.message)

@@ -1,9 +1,19 @@
 """Batch files (payroll, gift-card top-ups): parse every row, enqueue the valid ones,
 report the invalid ones with row, field and reason, and never enqueue a row twice.
 
-A batch's id is the SHA-256 of the file's bytes, and each row's idempotency key is
-its ``reference`` (or batch id + row number without one), so submitting the same
-file again finds every row already admitted and enqueues nothing new.
+A row is identified by what it means, never by the bytes of the file, so fixing an
+invalid row and submitting again, saving the file with other line ends or a BOM, or
+reordering its rows enqueues only what was not enqueued before:
+
+* a row with a ``reference`` is the load that reference names: key ``ref:<reference>``,
+  the same in every file and batch (use one reference per load, for good:
+  ``2026-11-emp-001``, not ``emp-001``);
+* a row without one needs the batch's name (``--name``, given by the operator, one
+  per batch: ``payroll-2026-11``): key ``batch:<name>:<card, amount and currency>:<n>``,
+  the n-th row of that content in the file. Without a name such a row is refused
+  (the rows that have references still go through).
+
+The batch id is the name, or without one a digest of the rows' meaning.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ import csv
 import hashlib
 import io
 import json
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,10 +39,11 @@ from producers.enqueue import CardLoadProducer
 COLUMNS = ("card_number", "amount", "currency", "reference")
 REQUIRED = ("card_number", "amount")
 CHUNK = 1000
+BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 
 class BatchFileError(ValueError):
-    """The file as a whole cannot be read (format, header)."""
+    """The file as a whole cannot be read (format, header), or the batch name is invalid."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,21 @@ class RowError:
     row: int
     field: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row whose fields are valid: what it asks for, before it has a key."""
+
+    row: int
+    card_number: str
+    amount_cents: int
+    currency: str
+    reference: str
+
+    @property
+    def content(self) -> str:
+        return f"{self.card_number}|{self.amount_cents}|{self.currency}"
 
 
 @dataclass(frozen=True)
@@ -54,10 +82,6 @@ class BatchResult:
     enqueued: int = 0
     already_known: int = 0
     invalid: list[RowError] = field(default_factory=list)
-
-
-def batch_id_for(content: bytes) -> str:
-    return "batch_" + hashlib.sha256(content).hexdigest()[:24]
 
 
 def _records(content: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
@@ -77,7 +101,7 @@ def _records(content: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | 
                 data if isinstance(data, dict) else RowError(number, "line", "not a JSON object"),
             )
         return
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in reader.fieldnames or []]
     unknown = [h for h in header if h not in COLUMNS]
     missing = [c for c in REQUIRED if c not in header]
@@ -94,8 +118,8 @@ def _records(content: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | 
         yield number, {k.strip(): (v or "").strip() for k, v in row.items()}
 
 
-def _check_fields(data: dict[str, Any], max_cents: int) -> tuple[str, int, str] | RowError:
-    """(card number, cents, reference), or the first problem (row number filled in later)."""
+def _check_fields(number: int, data: dict[str, Any], max_cents: int) -> Row | RowError:
+    """The row's fields, or the first problem with them."""
     unknown = sorted(set(data) - set(COLUMNS))
     card = str(data.get("card_number") or "").replace(" ", "")
     currency = str(data.get("currency") or "EUR").upper()
@@ -110,54 +134,94 @@ def _check_fields(data: dict[str, Any], max_cents: int) -> tuple[str, int, str] 
     elif len(reference) > 200:
         problem = ("reference", "longer than 200 characters")
     if problem:
-        return RowError(0, *problem)
+        return RowError(number, *problem)
     try:
-        return card, parse_amount(data.get("amount", ""), currency, max_cents), reference
+        cents = parse_amount(data.get("amount", ""), currency, max_cents)
     except AmountError as exc:
-        return RowError(0, "amount", str(exc))
+        return RowError(number, "amount", str(exc))
+    return Row(number, card, cents, currency, reference)
 
 
-def _row_job(
-    number: int, data: dict[str, Any], batch_id: str, max_cents: int
-) -> ParsedRow | RowError:
-    checked = _check_fields(data, max_cents)
-    if isinstance(checked, RowError):
-        return RowError(number, checked.field, checked.reason)
-    card, cents, reference = checked
-    job = CardLoadJob(
-        idempotency_key=f"ref:{reference}" if reference else f"{batch_id}:row:{number}",
-        card_number=card,
-        amount_cents=cents,
-        currency="EUR",
-        source=JobSource(batch_id=batch_id, row=number),
-    )
-    return ParsedRow(number, job, reference)
+def _batch_id(name: str | None, rows: list[Row], invalid: list[RowError]) -> str:
+    if name is not None:
+        return name
+    meaning = sorted(f"{r.content}|{r.reference}" for r in rows)
+    meaning += sorted(f"invalid|{e.row}|{e.field}|{e.reason}" for e in invalid)
+    return "batch_" + hashlib.sha256("\n".join(meaning).encode()).hexdigest()[:24]
+
+
+def _keys(rows: list[Row], name: str | None) -> Iterator[tuple[Row, str | RowError]]:
+    """Each row's idempotency key, or why it has none."""
+    seen_refs: dict[str, int] = {}
+    occurrences: Counter[str] = Counter()
+    for row in rows:
+        if row.reference:
+            first = seen_refs.setdefault(row.reference, row.row)
+            if first != row.row:
+                yield row, RowError(row.row, "reference", f"same reference as row {first}")
+            else:
+                yield row, f"ref:{row.reference}"
+        elif name is None:
+            reason = "empty: name the batch (--name) to key rows without a reference"
+            yield row, RowError(row.row, "reference", reason)
+        else:
+            occurrences[row.content] += 1
+            digest = hashlib.sha256(row.content.encode()).hexdigest()[:20]
+            yield row, f"batch:{name}:{digest}:{occurrences[row.content]}"
 
 
 def parse_batch(
-    content: bytes, name: str, max_cents: int
+    content: bytes, name: str, max_cents: int, *, batch_name: str | None = None
 ) -> tuple[str, list[ParsedRow], list[RowError]]:
-    batch_id = batch_id_for(content)
-    valid: list[ParsedRow] = []
+    """The batch id, the rows to enqueue and the rows refused (with row, field, reason)."""
+    if batch_name is not None and not BATCH_NAME.match(batch_name):
+        raise BatchFileError(
+            f"batch name {batch_name!r}: 1 to 100 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    rows: list[Row] = []
     invalid: list[RowError] = []
     for number, data in _records(content, name):
-        parsed = data if isinstance(data, RowError) else _row_job(number, data, batch_id, max_cents)
-        if isinstance(parsed, RowError):
-            invalid.append(parsed)
+        checked = data if isinstance(data, RowError) else _check_fields(number, data, max_cents)
+        if isinstance(checked, RowError):
+            invalid.append(checked)
         else:
-            valid.append(parsed)
+            rows.append(checked)
+    keyed = list(_keys(rows, batch_name))
+    invalid += [key for _, key in keyed if isinstance(key, RowError)]
+    batch_id = _batch_id(batch_name, rows, invalid)
+    valid = [
+        ParsedRow(row.row, _job(row, key, batch_id), row.reference)
+        for row, key in keyed
+        if isinstance(key, str)
+    ]
+    invalid.sort(key=lambda e: e.row)
     return batch_id, valid, invalid
 
 
+def _job(row: Row, key: str, batch_id: str) -> CardLoadJob:
+    return CardLoadJob(
+        idempotency_key=key,
+        card_number=row.card_number,
+        amount_cents=row.amount_cents,
+        currency="EUR",
+        source=JobSource(batch_id=batch_id, row=row.row),
+    )
+
+
 def submit_batch(
-    producer: CardLoadProducer, path: Path, progress: Callable[[int, int], None] | None = None
+    producer: CardLoadProducer,
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    name: str | None = None,
 ) -> BatchResult:
     content = path.read_bytes()
     batch_id, valid, invalid = parse_batch(
-        content, path.name, producer.settings.jobs.max_amount_cents
+        content, path.name, producer.settings.jobs.max_amount_cents, batch_name=name
     )
     result = BatchResult(batch_id, rows=len(valid) + len(invalid), invalid=list(invalid))
-    rows: dict[str, str] = {}
+    rows: dict[str, int] = {}
     for start in range(0, len(valid), CHUNK):
         chunk = valid[start : start + CHUNK]
         for parsed, outcome in zip(
@@ -173,7 +237,7 @@ def submit_batch(
                 )
                 continue
             assert isinstance(outcome, Admission)
-            rows[str(parsed.row)] = outcome.job_id
+            rows[outcome.job_id] = parsed.row
             if outcome.created:
                 result.enqueued += 1
             else:
@@ -185,7 +249,9 @@ def submit_batch(
     return result
 
 
-def _save(producer: CardLoadProducer, result: BatchResult, name: str, rows: dict[str, str]) -> None:
+def _save(producer: CardLoadProducer, result: BatchResult, name: str, rows: dict[str, int]) -> None:
+    """The batch's jobs (each with its row in the latest file that held it), the latest
+    file's counts and its invalid rows. Jobs of earlier submissions stay listed."""
     client = producer.store.redis
     pipe = client.pipeline(transaction=True)
     pipe.hsetnx(keys.batch(result.batch_id), "created_at", now_utc().isoformat())

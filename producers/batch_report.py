@@ -50,7 +50,7 @@ def _rows(store: JobStore, batch_id: str) -> tuple[dict[str, str], list[tuple[in
     if not meta:
         raise UnknownBatch(f"no batch {batch_id}")
     rows = sorted(
-        (int(text(r)), text(j)) for r, j in store.redis.hgetall(keys.batch_rows(batch_id)).items()
+        (int(text(r)), text(j)) for j, r in store.redis.hgetall(keys.batch_rows(batch_id)).items()
     )
     return meta, rows
 

@@ -8,7 +8,6 @@ unsent job, which the stall sweep (or enqueueing the same key again) sends.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from celery import Celery
 
 from config import Settings, load_settings
 from jobs.model import CardLoadJob, ExtraLine, JobSource
-from jobs.store import Admission, IdempotencyConflict, JobStore
+from jobs.store import Admission, IdempotencyConflict, JobStore, job_store
 from observability.masking import mask_card_number
 from secuconnect.models import Contact
 from worker.app import app as default_app
@@ -40,7 +39,8 @@ class CardLoadProducer:
         cls, settings: Settings | None = None, app: Celery | None = None
     ) -> CardLoadProducer:
         settings = settings or load_settings()
-        return cls(app or default_app, JobStore(redis.Redis.from_url(settings.redis_url)), settings)
+        client = redis.Redis.from_url(settings.redis_url)
+        return cls(app or default_app, job_store(client, settings), settings)
 
     def check(self, job: CardLoadJob) -> None:
         limit = self.settings.jobs.max_amount_cents
@@ -89,11 +89,11 @@ def default_producer() -> CardLoadProducer:
 
 def enqueue_card_load(
     *,
+    idempotency_key: str,
     amount_cents: int,
     card_number: str | None = None,
     card_group_id: str | None = None,
     currency: str = "EUR",
-    idempotency_key: str | None = None,
     description: str | None = None,
     extra_lines: Sequence[ExtraLine | dict[str, Any]] = (),
     customer_id: str | None = None,
@@ -105,14 +105,16 @@ def enqueue_card_load(
 ) -> str:
     """Enqueue one card load for an upstream system; returns the job id.
 
-    The same ``idempotency_key`` never enqueues twice: it returns the first job's id,
-    and raises :class:`IdempotencyConflict` if the content differs. Without a key, one
-    is made here, once, so every retry and replay of this load carries it.
+    ``idempotency_key`` is required and must name this load for good (an order id, a
+    payroll line): calling again with the same key, after a timeout or a crash, returns
+    the first job's id instead of loading the card twice, and raises
+    :class:`IdempotencyConflict` if the content differs. A key made up here would be
+    new on every call, so a caller's retry would load the card twice.
     """
     producer = producer or default_producer()
     job = CardLoadJob.model_validate(
         {
-            "idempotency_key": idempotency_key or f"cardload:{uuid.uuid4().hex}",
+            "idempotency_key": idempotency_key,
             "card_number": card_number,
             "card_group_id": card_group_id,
             "amount_cents": amount_cents,

@@ -40,7 +40,8 @@ _TX_ACTIONS: dict[tuple[str | None, str], Endpoint] = {
     ("cancel", "POST"): "cancel",
 }
 
-Handler = Callable[[], "SandboxResponse"]
+# A handler runs one request; starts take the fault's processing time (0: none).
+Handler = Callable[[float], "SandboxResponse"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ _PROXY_502 = (
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
 )
+_PROXY_408 = (
+    b"<html>\r\n<head><title>408 Request Time-out</title></head>\r\n<body>\r\n"
+    b"<center><h1>408 Request Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
 
 
 class SandboxApp:
@@ -136,22 +142,43 @@ class SandboxApp:
             if rule.kind == "reset":
                 return Outcome(decision.latency_s, None, "reset")
             return Outcome(decision.latency_s, self._refusal(rule))
-        response = self._run(handler)
-        if rule is None:
+        processing_s = rule.delay_ms / 1000 if rule and rule.kind == "processing" else 0.0
+        response = self._run(handler, processing_s)
+        if rule is None or rule.kind == "processing":
             return Outcome(decision.latency_s, response)
-        if rule.kind == "slow":
-            return Outcome(decision.latency_s + rule.delay_ms / 1000, response)
-        hold_s = rule.delay_ms / 1000 if rule.lose_as == "timeout" else 0.0
-        return Outcome(decision.latency_s + hold_s, None, rule.lose_as)
+        return self._after_effect(rule, decision.latency_s, response)
 
-    def _run(self, handler: Handler) -> SandboxResponse:
+    def _after_effect(
+        self, rule: FaultRule, latency_s: float, response: SandboxResponse
+    ) -> Outcome:
+        """A fault that lets the request take effect: how the answer goes wrong."""
+        if rule.kind == "slow":
+            return Outcome(latency_s + rule.delay_ms / 1000, response)
+        # commit_then_lose: the effect is taken, the answer is not the API's.
+        if rule.lose_as == "reset":
+            return Outcome(latency_s, None, "reset")
+        if rule.lose_as == "timeout":
+            return Outcome(latency_s + rule.delay_ms / 1000, None, "timeout")
+        return Outcome(latency_s, self._gateway_error(int(rule.lose_as)))
+
+    def _run(self, handler: Handler, processing_s: float = 0.0) -> SandboxResponse:
         with self._lock:
+            self.engine.settle()
             try:
-                return handler()
+                return handler(processing_s)
             except ApiFailure as failure:
                 return json_response(failure.http_status, failure.body(self.world.ids.support_id()))
             except OAuthFailure as failure:
                 return json_response(failure.http_status, failure.body)
+
+    def _gateway_error(self, status: int) -> SandboxResponse:
+        """What a gateway in front of the API answers when the API was too slow for it."""
+        if status == 408:
+            return SandboxResponse(408, (("content-type", "text/html"),), _PROXY_408)
+        with self._lock:
+            support_id = self.world.ids.support_id()
+        failure = ApiFailure(503, "ProductInternalException", "Service temporarily unavailable")
+        return json_response(503, failure.body(support_id))
 
     def _refusal(self, rule: FaultRule) -> SandboxResponse:
         with self._lock:
@@ -176,18 +203,20 @@ class SandboxApp:
 
     def _route(self, r: SandboxRequest) -> tuple[Endpoint | None, Handler]:
         if r.path.startswith(ADMIN + "/") or r.path == ADMIN:
-            return None, lambda: self._admin(r)
+            return None, lambda _: self._admin(r)
         matched = match_api(r.method, r.path)
         if isinstance(matched, ApiFailure):
             return None, _failing(matched)
         endpoint, tx_id, method = matched
         operations: dict[Endpoint, Handler] = {
-            "token": lambda: json_response(200, self.auth.issue(_form(r))),
-            "create": lambda: self._authorized(r, lambda: self.engine.create(r.json())),
-            "list": lambda: self._list(r),
-            "get": lambda: self._authorized(r, lambda: self.engine.get(tx_id)),
-            "start": lambda: self._authorized(r, lambda: self.engine.start(tx_id, method)),
-            "cancel": lambda: self._authorized(r, lambda: self.engine.cancel(tx_id)),
+            "token": lambda _: json_response(200, self.auth.issue(_form(r))),
+            "create": lambda _: self._authorized(r, lambda: self.engine.create(r.json())),
+            "list": lambda _: self._list(r),
+            "get": lambda _: self._authorized(r, lambda: self.engine.get(tx_id)),
+            "start": lambda processing_s: self._authorized(
+                r, lambda: self.engine.start(tx_id, method, processing_s)
+            ),
+            "cancel": lambda _: self._authorized(r, lambda: self.engine.cancel(tx_id)),
         }
         return endpoint, operations[endpoint]
 
@@ -312,7 +341,7 @@ def match_api(method: str, path: str) -> tuple[Endpoint, str, str | None] | ApiF
 
 
 def _failing(failure: ApiFailure) -> Handler:
-    def handler() -> SandboxResponse:
+    def handler(_: float) -> SandboxResponse:
         raise failure
 
     return handler

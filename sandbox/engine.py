@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.failures import invalid, not_allowed, not_found
@@ -61,6 +61,18 @@ class Engine:
     def __init__(self, world: World, clock: Callable[[], datetime]) -> None:
         self.world = world
         self._clock = clock
+        self._processing: list[Transaction] = []
+
+    def settle(self) -> None:
+        """Complete every start whose processing time is over (called before each
+        request, so what a client reads is what the time says)."""
+        if not self._processing:
+            return
+        now = self._clock()
+        due = [tx for tx in self._processing if tx.completes_at and tx.completes_at <= now]
+        for tx in due:
+            self._processing.remove(tx)
+            self._complete(tx, tx.completes_at or now)
 
     def create(self, body: Any) -> Transaction:
         valid = validate_create(self.world, body)
@@ -121,7 +133,11 @@ class Engine:
             hits.reverse()
         return len(hits), hits[offset : offset + min(count, MAX_PAGE)]
 
-    def start(self, tx_id: str, payment_method: str | None) -> Transaction:
+    def start(
+        self, tx_id: str, payment_method: str | None, processing_s: float = 0.0
+    ) -> Transaction:
+        """Pay: load the card and set ``ok``; with ``processing_s``, first answer
+        ``processing`` and load the card only when that time is over."""
         tx = self.get(tx_id)
         if tx.status != "created":
             raise not_allowed(
@@ -131,14 +147,23 @@ class Engine:
             raise invalid(f"payment method {payment_method!r} not supported")
         card = self.world.cards.get(tx.card_number) if tx.card_number else None
         if card is not None and card.lock_status != "unlocked":
-            raise not_allowed("card is locked")
+            raise not_allowed(f"card {card.number} is locked")
         now = self._clock()
+        tx.updated, tx.payment_method = now, payment_method
+        if processing_s > 0:
+            tx.status, tx.completes_at = "processing", now + timedelta(seconds=processing_s)
+            self._processing.append(tx)
+            return tx
+        self._complete(tx, now)
+        return tx
+
+    def _complete(self, tx: Transaction, now: datetime) -> None:
+        card = self.world.cards.get(tx.card_number) if tx.card_number else None
         if card is not None:
             self._book(tx, card, now)
-        tx.status, tx.updated, tx.payment_method = "ok", now, payment_method
+        tx.status, tx.updated, tx.completes_at = "ok", now, None
         if tx.communications and card is not None:
             self._notify(tx, card, now)
-        return tx
 
     def cancel(self, tx_id: str) -> Transaction:
         tx = self.get(tx_id)

@@ -16,7 +16,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 FaultKind = Literal[
-    "error_500", "error_502", "error_503", "rate_limit", "reset", "slow", "commit_then_lose"
+    "error_500",
+    "error_502",
+    "error_503",
+    "rate_limit",
+    "reset",
+    "slow",
+    "commit_then_lose",
+    "processing",
 ]
 Endpoint = Literal["token", "create", "get", "list", "start", "cancel"]
 ENDPOINTS: tuple[Endpoint, ...] = ("token", "create", "get", "list", "start", "cancel")
@@ -27,8 +34,10 @@ REFUSING: frozenset[str] = frozenset({"error_500", "error_502", "error_503", "ra
 
 class FaultRule(BaseModel):
     """One kind of fault. ``slow`` answers late (after the effect); ``commit_then_lose``
-    takes effect and then resets the connection or never answers; ``reset`` drops the
-    connection before anything happens."""
+    takes effect and then resets the connection, never answers, or answers 503 or 408
+    as a gateway in front of the API would; ``reset`` drops the connection before
+    anything happens; ``processing`` (starts only) answers ``processing`` and loads the
+    card ``delay_ms`` later, as a payment that takes a while."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,8 +46,9 @@ class FaultRule(BaseModel):
     endpoint: Endpoint | None = None  # None: every API endpoint
     times: int | None = Field(None, ge=1)
     retry_after_s: int = Field(1, ge=0)  # rate_limit
-    delay_ms: int = Field(30_000, ge=0)  # slow: answer after; commit_then_lose/timeout: hold for
-    lose_as: Literal["reset", "timeout"] = "reset"
+    # slow: answer after; commit_then_lose/timeout: hold for; processing: time until ok
+    delay_ms: int = Field(30_000, ge=0)
+    lose_as: Literal["reset", "timeout", "503", "408"] = "reset"
 
     @classmethod
     def parse(cls, spec: str) -> FaultRule:
@@ -86,6 +96,8 @@ class FaultInjector:
             for i, rule in enumerate(s.rules):
                 if rule.endpoint not in (None, endpoint):
                     continue
+                if rule.kind == "processing" and endpoint != "start":
+                    continue  # only a payment takes a while
                 if rule.times is not None and self._times[i] >= rule.times:
                     continue
                 if self._rng.random() < rule.probability:

@@ -92,7 +92,8 @@ def _idents(world: World, body: dict[str, Any]) -> list[dict[str, str]]:
             if card is None:
                 raise invalid(f"idents[{i}].value: unknown card")
             if card.lock_status != "unlocked":
-                raise not_allowed(f"idents[{i}].value: card is locked")
+                # As a real API may: the error text quotes the card number.
+                raise not_allowed(f"idents[{i}].value: card {card.number} is locked")
         elif kind == "create_card":
             if value not in world.groups:
                 raise invalid(f"idents[{i}].value: unknown card group {value!r}")

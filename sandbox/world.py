@@ -109,6 +109,7 @@ class Transaction:
     receipt: list[dict[str, Any]] = field(default_factory=list)
     load_cents: int = 0
     bonus_cents: int = 0
+    completes_at: datetime | None = None  # while "processing": when it becomes "ok"
 
     @property
     def card_number(self) -> str | None:

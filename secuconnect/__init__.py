@@ -3,12 +3,12 @@
 from secuconnect.client import SecuconnectClient, build_http
 from secuconnect.errors import (
     AmbiguousError,
-    AuthenticationError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
     RetryableError,
     SecuconnectError,
+    TokenUnavailableError,
 )
 from secuconnect.models import (
     LOAD_EAN,
@@ -25,7 +25,6 @@ __all__ = [
     "LOAD_EAN",
     "AmbiguousError",
     "ApiErrorBody",
-    "AuthenticationError",
     "Balances",
     "CreateSmartTransaction",
     "Credentials",
@@ -39,6 +38,7 @@ __all__ = [
     "SmartTransaction",
     "SmartTransactionList",
     "TokenSource",
+    "TokenUnavailableError",
     "TransactionStatus",
     "build_http",
     "fetch_token",

@@ -1,7 +1,9 @@
 """Pure decisions: which failure is which branch of the error tree.
 
 Only POST calls can be ambiguous: a GET repeated is harmless, a POST whose response
-was lost (timeout, reset, 5xx, a garbled body) may already have taken effect.
+was lost (timeout, reset, a garbled body) or answered by a 5xx or 408 may already have
+taken effect. No status proves "not processed" for a POST: a gateway answers 503 or 408
+when the API behind it is merely slow, and the API may still commit what it received.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from secuconnect.errors import (
 from secuconnect.models import ApiErrorBody
 
 MAX_RETRY_AFTER_S = 3600.0
-# Server errors that say "not processed": the request never reached the application.
-_NOT_PROCESSED = frozenset({503})
-_RETRYABLE_4XX = frozenset({408, 425})
+# 408 Request Timeout: a proxy gave up waiting, possibly after forwarding the request.
+_MAYBE_PROCESSED_4XX = frozenset({408})
+# 425 Too Early: refused before processing, by definition.
+_RETRYABLE_4XX = frozenset({425})
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -57,7 +60,7 @@ def parse_api_error(body: bytes) -> ApiErrorBody | None:
         return None
 
 
-def _describe_body(body: bytes, content_type: str) -> str:
+def describe_body(body: bytes, content_type: str) -> str:
     if "html" in content_type or body.lstrip().startswith(b"<"):
         return "HTML body (a proxy answered, not the API)"
     if not body:
@@ -80,14 +83,14 @@ def classify_response(
 ) -> SecuconnectError:
     """A response that is not a usable 2xx."""
     api_error = parse_api_error(body)
-    what = api_error.error if api_error else _describe_body(body, content_type)
+    what = api_error.error if api_error else describe_body(body, content_type)
     message = f"{method} answered {status}: {what}"
     if status == 429:
         return RateLimitedError(
             message, retry_after_s=parse_retry_after(retry_after), api_error=api_error
         )
-    if status >= 500:
-        if method == "POST" and status not in _NOT_PROCESSED:
+    if status >= 500 or status in _MAYBE_PROCESSED_4XX:
+        if method == "POST":
             return AmbiguousError(message, http_status=status, api_error=api_error)
         return RetryableError(message, http_status=status, api_error=api_error)
     if status in _RETRYABLE_4XX:

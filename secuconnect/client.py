@@ -48,6 +48,12 @@ class SecuconnectClient:
         self._http = http
         self._tokens = tokens
 
+    def authenticate(self) -> None:
+        """Make sure a token is at hand (cached, or fetched now); raises
+        :class:`TokenUnavailableError` if none can be had. A step asks before it claims
+        its job, so waiting for the token endpoint costs the job no attempt."""
+        self._tokens.token()
+
     # --- Smart Transactions ----------------------------------------------------
 
     def create(self, request: CreateSmartTransaction) -> SmartTransaction:

@@ -1,13 +1,14 @@
 """One error tree for everything a secuconnect call can end in.
 
-    SecuconnectError            any failed call; carries HTTP status, API error, supportId
-    ├── RetryableError          nothing took effect; repeating is safe
-    │   └── RateLimitedError    429, with the server's Retry-After
-    ├── AmbiguousError          the request may have taken effect (lost response,
-    │                           5xx on a POST): reconcile by reading before repeating
-    └── PermanentError          the API refused; repeating cannot help
-        ├── NotFoundError       404: no such object
-        └── AuthenticationError the OAuth client id/secret were refused
+    SecuconnectError              any failed call; carries HTTP status, API error, supportId
+    ├── RetryableError            nothing took effect; repeating is safe
+    │   ├── RateLimitedError      429, with the server's Retry-After
+    │   └── TokenUnavailableError no access token: the token endpoint failed, or refused
+    │                             the credentials; the job waits, it is never dead-lettered
+    ├── AmbiguousError            the request may have taken effect (lost response, 5xx
+    │                             or 408 on a POST): reconcile by reading before repeating
+    └── PermanentError            the API refused; repeating cannot help
+        └── NotFoundError         404: no such object
 
 httpx exceptions are translated into this tree once, in :mod:`secuconnect.client`;
 nothing else catches httpx errors. Messages never contain tokens or secrets.
@@ -73,6 +74,25 @@ class RateLimitedError(RetryableError):
         self.retry_after_s = retry_after_s
 
 
+class TokenUnavailableError(RetryableError):
+    """No token to call with. ``credentials_refused`` when the token endpoint itself said
+    the client id or secret is wrong (a configuration problem, not the job's)."""
+
+    kind = "token_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        credentials_refused: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status)
+        self.credentials_refused = credentials_refused
+        self.retry_after_s = retry_after_s
+
+
 class AmbiguousError(SecuconnectError):
     kind = "ambiguous"
 
@@ -83,7 +103,3 @@ class PermanentError(SecuconnectError):
 
 class NotFoundError(PermanentError):
     kind = "not_found"
-
-
-class AuthenticationError(PermanentError):
-    kind = "authentication"

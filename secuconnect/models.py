@@ -11,8 +11,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from observability.masking import mask_text
 from secuconnect.receipt import ReceiptLine
 
 LOAD_EAN = "4260447149502"
@@ -302,13 +303,18 @@ class SmartTransactionList(WireModel):
 # --- errors and OAuth -----------------------------------------------------------
 
 
+# The API's own texts may quote the card ("card 9276… is locked"): masked on arrival, so
+# no error, dead letter, event, report or log line downstream ever holds the number.
+MaskedText = Annotated[str, AfterValidator(mask_text)]
+
+
 class ApiErrorBody(WireModel):
     """The API's error body; ``code`` is a number in the docs, a string in the PHP SDK."""
 
     status: str = "error"
     error: str
-    error_details: str | None = None
-    error_user: str | None = None
+    error_details: MaskedText | None = None
+    error_user: MaskedText | None = None
     code: int | str | None = None
     support_id: str | None = Field(default=None, alias="supportId")
 
@@ -327,4 +333,4 @@ class OAuthToken(WireModel):
 
 class OAuthErrorBody(WireModel):
     error: str
-    error_description: str | None = None
+    error_description: MaskedText | None = None

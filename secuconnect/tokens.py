@@ -1,23 +1,35 @@
-"""OAuth 2 client_credentials: fetching a token, caching it per process or in Redis
-for all processes (both behind the :class:`TokenSource` protocol)."""
+"""OAuth 2 client_credentials: fetching a token and caching it in the worker process.
+
+The token is held in this process's memory only. A shared copy in Redis would let
+every host that can reach Redis (producers, which never need the client secret)
+read a live token and start transactions with it; one fetch per worker process
+every ``expires_in`` is a small price for that.
+
+A token endpoint that fails, for whatever reason (timeouts, 5xx, an HTML page from
+a gateway, a 4xx, even refused credentials), raises :class:`TokenUnavailableError`:
+the job waits and is retried, it is never dead-lettered for it. After a failure the
+endpoint is not asked again until a backoff has passed, so a hundred waiting steps
+do not become a hundred failing fetches.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from secuconnect.classify import classify_response, classify_transport_error, parse_api_error
-from secuconnect.errors import AuthenticationError, RetryableError, SecuconnectError
+from secuconnect.classify import describe_body, parse_api_error, parse_retry_after
+from secuconnect.errors import TokenUnavailableError
 from secuconnect.models import OAuthErrorBody, OAuthToken
 
 TOKEN_PATH = "/oauth/token"
+# OAuth error codes that mean the credentials themselves were refused (RFC 6749, 5.2).
+_REFUSED = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 
 
 class TokenSource(Protocol):
@@ -48,54 +60,85 @@ def fetch_token(http: httpx.Client, credentials: Credentials) -> OAuthToken:
         response = http.post(TOKEN_PATH, json=form, headers={"Accept": "application/json"})
     except httpx.TransportError as exc:
         # Fetching a token has no effect worth reconciling: always safe to repeat.
-        raise RetryableError(classify_transport_error("GET", exc).message) from None
+        raise TokenUnavailableError(f"token request failed: {type(exc).__name__}") from exc
     if response.status_code == 200:
         try:
             return OAuthToken.model_validate_json(response.content)
-        except ValidationError:
-            raise RetryableError("token endpoint answered 200 with an unreadable body") from None
-    if response.status_code in (400, 401, 403):
-        raise _auth_error(response)
-    error = classify_response(
-        "GET", response.status_code, response.content, response.headers.get("content-type", "")
-    )
-    raise error
+        except ValidationError as exc:
+            raise TokenUnavailableError(
+                "token endpoint answered 200 with an unreadable body", http_status=200
+            ) from exc
+    raise _token_error(response)
 
 
-def _auth_error(response: httpx.Response) -> SecuconnectError:
+def _token_error(response: httpx.Response) -> TokenUnavailableError:
+    status = response.status_code
+    refused = False
     try:
         body = OAuthErrorBody.model_validate_json(response.content)
         detail = body.error + (f" ({body.error_description})" if body.error_description else "")
+        refused = body.error in _REFUSED
     except ValidationError:
         api_error = parse_api_error(response.content)
-        detail = api_error.error if api_error else "no readable error body"
-    return AuthenticationError(f"token request refused: {detail}", http_status=response.status_code)
+        detail = (
+            api_error.error
+            if api_error
+            else describe_body(response.content, response.headers.get("content-type", ""))
+        )
+    return TokenUnavailableError(
+        f"token endpoint answered {status}: {detail}",
+        http_status=status,
+        credentials_refused=refused,
+        retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+    )
 
 
 class MemoryTokenSource:
-    """Caches one token per process until ``expires_in - margin_s``; thread-safe."""
+    """One token per process, cached until ``expires_in - margin_s``; thread-safe.
+
+    The lock is held while a token is fetched, so it outlasts the fetch whatever the
+    fetch takes: the other threads wait for that one token instead of fetching their own.
+    """
 
     def __init__(
         self,
         fetch: Callable[[], OAuthToken],
         *,
         margin_s: float = 30.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._margin_s = margin_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
         self._valid_until = 0.0
+        self._failed_until = 0.0
+        self._failure: TokenUnavailableError | None = None
+        self.failures = 0  # consecutive failed fetches
+        self.fetches = 0  # tokens fetched by this process (for tests and metrics)
 
     def token(self) -> str:
         with self._lock:
-            if self._token is None or self._clock() >= self._valid_until:
+            now = self._clock()
+            if self._token is not None and now < self._valid_until:
+                return self._token
+            if self._failure is not None and now < self._failed_until:
+                raise _still_failing(self._failure, self._failed_until - now)
+            try:
                 fetched = self._fetch()
-                self._token = fetched.access_token.get_secret_value()
-                lifetime = max(fetched.expires_in - self._margin_s, fetched.expires_in / 2)
-                self._valid_until = self._clock() + lifetime
+            except TokenUnavailableError as exc:
+                self._failed(exc, now)
+                raise
+            self.fetches += 1
+            self.failures, self._failure = 0, None
+            self._token = fetched.access_token.get_secret_value()
+            lifetime = max(fetched.expires_in - self._margin_s, fetched.expires_in / 2)
+            self._valid_until = self._clock() + lifetime
             return self._token
 
     def invalidate(self, token: str) -> None:
@@ -103,88 +146,20 @@ class MemoryTokenSource:
             if self._token == token:
                 self._token = None
 
+    def _failed(self, exc: TokenUnavailableError, now: float) -> None:
+        self.failures += 1
+        wait_s = min(self._backoff_max_s, self._backoff_base_s * 2.0 ** (self.failures - 1))
+        if exc.retry_after_s is not None:
+            wait_s = max(wait_s, min(exc.retry_after_s, self._backoff_max_s))
+        exc.retry_after_s = wait_s
+        self._failure, self._failed_until = exc, now + wait_s
 
-class RedisTokenSource:
-    """One token for every worker process and host, cached in Redis.
 
-    Refreshed before expiry by one process at a time (a lock, not a stampede): the
-    others wait for the new token to appear. Each process also keeps the token in
-    memory until shortly before the Redis copy expires.
-    """
-
-    _RELEASE = """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-    return 0
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        fetch: Callable[[], OAuthToken],
-        *,
-        key: str,
-        lock_key: str,
-        margin_s: float = 30.0,
-        wait_s: float = 15.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._redis = client
-        self._fetch = fetch
-        self._key = key
-        self._lock_key = lock_key
-        self._margin_s = margin_s
-        self._wait_s = wait_s
-        self._clock = clock
-        self._sleep = sleep
-        self._release = client.register_script(self._RELEASE)
-        self._local = threading.local()
-        self.fetches = 0  # how often this process fetched a token (for tests and metrics)
-
-    def token(self) -> str:
-        cached = getattr(self._local, "cached", None)
-        if cached and self._clock() < cached[1]:
-            return str(cached[0])
-        deadline = self._clock() + self._wait_s
-        while True:
-            found = self._from_redis()
-            if found:
-                return found
-            if self._refresh_if_first():
-                continue  # read back what we (or a faster process) stored
-            if self._clock() > deadline:
-                raise RetryableError("waited too long for another process to refresh the token")
-            self._sleep(0.05)
-
-    def invalidate(self, token: str) -> None:
-        self._local.cached = None
-        self._release(keys=[self._key], args=[token])
-
-    def _from_redis(self) -> str | None:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(self._key)
-        pipe.pttl(self._key)
-        value, ttl_ms = pipe.execute()
-        if not value or ttl_ms <= 0:
-            return None
-        token = value.decode() if isinstance(value, bytes) else str(value)
-        self._local.cached = (token, self._clock() + ttl_ms / 1000)
-        return token
-
-    def _refresh_if_first(self) -> bool:
-        """Fetch and store a token if we win the lock; True if we held it."""
-        lock = uuid.uuid4().hex
-        if not self._redis.set(self._lock_key, lock, nx=True, px=int(self._wait_s * 1000)):
-            return False
-        try:
-            if self._redis.exists(self._key):
-                return True
-            fetched = self._fetch()
-            self.fetches += 1
-            lifetime = max(fetched.expires_in - self._margin_s, fetched.expires_in / 2)
-            self._redis.set(
-                self._key, fetched.access_token.get_secret_value(), px=int(lifetime * 1000)
-            )
-            return True
-        finally:
-            self._release(keys=[self._lock_key], args=[lock])
+def _still_failing(failure: TokenUnavailableError, remaining_s: float) -> TokenUnavailableError:
+    # A fresh exception per caller: one instance raised in many threads shares a traceback.
+    return TokenUnavailableError(
+        f"{failure.message} (not asked again for {remaining_s:.1f} s)",
+        http_status=failure.http_status,
+        credentials_refused=failure.credentials_refused,
+        retry_after_s=remaining_s,
+    )

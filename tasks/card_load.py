@@ -1,9 +1,13 @@
-"""The card-load chain: ``cardload.create`` → ``cardload.start`` → ``cardload.publish``.
+"""The card-load chain: ``cardload.create`` → ``cardload.start``.
 
-Each task reads the job, runs one pipeline step and acts on the outcome. A step
-sends the next one itself, after its state is saved, instead of relying on a Celery
-``chain`` signature: a chain's remainder can be lost after a retry (celery #6631),
-while a saved state plus an explicit send survives redelivery and the stall sweep.
+Each task runs one pipeline step and acts on its outcome. A step sends the next one
+itself, after its state is saved, instead of relying on a Celery ``chain`` signature:
+a chain's remainder can be lost after a retry (celery #6631), while a saved state plus
+an explicit send survives redelivery and the stall sweep. A send that fails (the
+broker unreachable after kombu's own retries) retries this task, whose next run finds
+the state saved and sends again. The result event needs no message at all: it is
+written with the success.
+
 Task arguments are the job id only, so no card number reaches the broker or Flower.
 """
 
@@ -13,28 +17,40 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
+from kombu.exceptions import OperationalError
 
-from jobs.routing import TASK_NAMES
-from observability import bind_job
+from jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES
+from observability import bind_job, get_logger
 from pipeline import Continue, Finished, Outcome, RetryLater
 from pipeline.runtime import current
+
+log = get_logger(__name__)
+
+# Redis unreachable (job state) or the broker unreachable (sending the next step):
+# nothing was decided that is not saved, so run the task again later.
+TRANSIENT = (redis.RedisError, OperationalError)
+SEND_RETRY_S = 2.0
 
 _OPTIONS: dict[str, Any] = {
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
     "max_retries": None,  # our own attempt counter in the job record is the limit
-    # Redis itself unreachable: the job state cannot be read, so try again later.
-    "autoretry_for": (redis.RedisError,),
+    "autoretry_for": TRANSIENT,
     "retry_backoff": 2,
     "retry_backoff_max": 60,
     "retry_jitter": True,
 }
 
 
-def _act(task: Task, job_id: str, outcome: Outcome) -> str:
+def act(task: Task, job_id: str, outcome: Outcome) -> str:
+    """Do what the step asked for: send the next step, retry later, or nothing."""
     if isinstance(outcome, Continue):
-        task.app.send_task(TASK_NAMES[outcome.step], args=[job_id], argsrepr=repr((job_id,)))
+        try:
+            task.app.send_task(TASK_NAMES[outcome.step], args=[job_id], argsrepr=repr((job_id,)))
+        except TRANSIENT as exc:
+            log.warning("step.send_failed", next_step=outcome.step, error=str(exc))
+            raise task.retry(countdown=SEND_RETRY_S, max_retries=None, exc=exc) from exc
         return f"continue: {outcome.step}"
     if isinstance(outcome, RetryLater):
         raise task.retry(countdown=outcome.delay_s, max_retries=None)
@@ -46,18 +62,18 @@ def _act(task: Task, job_id: str, outcome: Outcome) -> str:
 def create(self: Task, job_id: str) -> str:
     """Create the Smart Transaction (or find the one an earlier attempt created)."""
     bind_job(job_id, step="create")
-    return _act(self, job_id, current().create(job_id))
+    return act(self, job_id, current().create(job_id))
 
 
 @shared_task(name=TASK_NAMES["start"], **_OPTIONS)
 def start(self: Task, job_id: str) -> str:
     """Start the transaction, which loads the card; read it first after any doubt."""
     bind_job(job_id, step="start")
-    return _act(self, job_id, current().start(job_id))
+    return act(self, job_id, current().start(job_id))
 
 
-@shared_task(name=TASK_NAMES["publish"], **_OPTIONS)
+@shared_task(name=LEGACY_PUBLISH_TASK, **_OPTIONS)
 def publish(self: Task, job_id: str) -> str:
-    """Append the job's ``card_load.succeeded`` event (once, whatever the deliveries)."""
+    """cardload 0.1's event step, for its messages still queued: the event, if missing."""
     bind_job(job_id, step="publish")
-    return _act(self, job_id, current().publish(job_id))
+    return act(self, job_id, current().publish(job_id))

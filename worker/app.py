@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_ready
 
 from config import Settings, load_settings
-from observability import configure_logging
+from jobs import keys
+from observability import configure_logging, get_logger
 from worker.settings import celery_config
 from worker.sweeper import start_sweeper
 
@@ -41,5 +43,19 @@ def _check_settings(**_: Any) -> None:
 
 @worker_ready.connect
 def _start_sweeper(sender: Any = None, **_: Any) -> None:
-    load_settings().require_secuconnect()
+    settings = load_settings()
+    settings.require_secuconnect()
+    _forget_shared_token(settings)
     start_sweeper(app)
+
+
+def _forget_shared_token(settings: Settings) -> None:
+    """cardload 0.1 cached the access token in Redis, where producers could read it."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        if client.delete(keys.LEGACY_TOKEN):
+            get_logger(__name__).warning("token.legacy_copy_deleted", key=keys.LEGACY_TOKEN)
+    except redis.RedisError as exc:
+        get_logger(__name__).warning("token.legacy_copy_unchecked", error=str(exc))
+    finally:
+        client.close()

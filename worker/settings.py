@@ -7,6 +7,8 @@ Why each setting:
 - visibility timeout longer than any retry delay: otherwise a delayed retry waiting
   unacknowledged in a worker is delivered a second time.
 - events on, sent events on: Flower sees every task, also before a worker takes it.
+- publishing retried with backoff for about ten seconds: a step's next message survives
+  a broker blip (past that, the task itself retries, and the stall sweep backs it up).
 """
 
 from __future__ import annotations
@@ -42,4 +44,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_soft_shutdown_timeout": 30.0,
         "worker_enable_soft_shutdown_on_idle": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 6,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 3.0,
+        },
     }

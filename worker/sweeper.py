@@ -18,19 +18,12 @@ from celery import Celery
 from config import Settings, load_settings
 from jobs import keys
 from jobs.model import HistoryEntry, JobStatus
-from jobs.routing import Step
+from jobs.routing import STEP_FOR_STATUS
 from jobs.store import JobStore
 from observability import get_logger
 from worker.dispatch import Dispatch, send_steps
 
 log = get_logger(__name__)
-
-_STEP_FOR: dict[JobStatus, Step] = {
-    JobStatus.QUEUED: "create",
-    JobStatus.CREATING: "create",
-    JobStatus.CREATED: "start",
-    JobStatus.STARTING: "start",
-}
 
 
 def recover_stalled(
@@ -41,8 +34,9 @@ def recover_stalled(
     items: list[tuple[Dispatch, JobStatus]] = []
     for job_id in store.stalled(cutoff):
         record = store.load(job_id, history=False)
-        if record is not None and record.status in _STEP_FOR:
-            items.append((Dispatch(_STEP_FOR[record.status], job_id, "recovered"), record.status))
+        if record is not None and record.status in STEP_FOR_STATUS:
+            step = STEP_FOR_STATUS[record.status]
+            items.append((Dispatch(step, job_id, "recovered"), record.status))
     if items:
         send_steps(app, [item for item, _ in items])
         for item, status in items:

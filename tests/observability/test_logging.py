@@ -58,3 +58,38 @@ def test_json_lines_with_job_context_and_nothing_secret(json_logs: io.StringIO) 
     assert first["token"] == "**********" and first["headers"]["Authorization"] == "**********"
     assert second["event"] == "received 927600******4352" and second["level"] == "warning"
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("card 9276 0044 2464 4352 is locked", "card 9276 00** **** 4352 is locked"),
+        ("card 9276-0044-2464-4352", "card 9276-00**-****-4352"),
+        ("9276004424644352", "927600******4352"),
+        ("on 2026-11-27 12:00, TA 32076570", "on 2026-11-27 12:00, TA 32076570"),
+        ("STX_W28QKGS8H2X07TF64EDJ8DZEJN9RA2", "STX_W28QKGS8H2X07TF64EDJ8DZEJN9RA2"),
+    ],
+)
+def test_card_numbers_with_separators_are_masked(text: str, masked: str) -> None:
+    assert mask_text(text) == masked
+
+
+def test_exception_text_is_masked_before_it_is_written(json_logs: io.StringIO) -> None:
+    try:
+        raise ValueError("card 9276 0044 2464 4352 refused")
+    except ValueError:
+        logging.getLogger("celery.app.trace").exception("Task failed")
+        get_logger("t").exception("step.crashed")
+    out = json_logs.getvalue()
+    assert "9276 0044 2464 4352" not in out and "2464" not in out
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert all("9276 00** **** 4352" in line["exception"] for line in lines)
+
+
+def test_our_ids_stay_readable(json_logs: io.StringIO) -> None:
+    job_id = "ab1234567890123456cd" + "0" * 12  # random hex may hold a long digit run
+    bind_job(job_id, transaction_id="STX_1")
+    get_logger("t").info("step.done", support_id="1234567890123456")
+    [line] = [json.loads(x) for x in json_logs.getvalue().splitlines()]
+    assert line["job_id"] == job_id and line["support_id"] == "1234567890123456"
+    structlog.contextvars.clear_contextvars()

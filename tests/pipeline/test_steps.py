@@ -1,30 +1,35 @@
-"""The pipeline's steps against the in-process sandbox and fakeredis: every retry,
+"""The pipeline's steps against the in-process sandbox and a real Redis: every retry,
 reconciliation and dead-letter path, fast and without Celery."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import pytest
+import redis
 
-from events import CardLoadFailed, CardLoadSucceeded
-from jobs import CardLoadJob, ExtraLine, JobSource, JobStatus
+from deadletters import DeadLetter, DeadLetterStore
+from events import CardLoadFailed, CardLoadSucceeded, EventStream
+from jobs import CardLoadJob, ExtraLine, JobSource, JobStatus, keys
+from jobs.store import Claimed
 from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
 from pipeline.runtime import build_pipeline
 from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
+from tests.services import in_thread, wait_for
 from tests.support import assert_seed_result, make_settings, seed
 
 
 @pytest.fixture
-def pipeline(app: SandboxApp, fake_redis: fakeredis.FakeRedis) -> Iterator[Pipeline]:
+def pipeline(app: SandboxApp, real_redis: redis.Redis) -> Iterator[Pipeline]:
     settings = make_settings("redis://unused", "http://sandbox.test")
     built = build_pipeline(
-        settings, client=fake_redis, transport=SandboxTransport(app, sleep=lambda _: None)
+        settings, client=real_redis, transport=SandboxTransport(app, sleep=lambda _: None)
     )
     built.uniform = lambda: 0.5
     yield built
+    built.leases.stop()
     built.client.close()
 
 
@@ -55,7 +60,11 @@ def faults(app: SandboxApp, *rules: dict[str, Any]) -> None:
 
 
 def events(pipeline: Pipeline) -> list[CardLoadSucceeded | CardLoadFailed]:
-    return [entry.event for entry in pipeline.events.read()]
+    return [entry.event for entry in EventStream(pipeline.store.redis, "test:events").read()]
+
+
+def dead_letter(pipeline: Pipeline, job_id: str) -> DeadLetter | None:
+    return DeadLetterStore(pipeline.store.redis, "test:dlq").get(job_id)
 
 
 def test_seed_case(app: SandboxApp, pipeline: Pipeline) -> None:
@@ -73,7 +82,7 @@ def test_seed_case(app: SandboxApp, pipeline: Pipeline) -> None:
         source=JobSource(order_id="A-1"),
     )
     outcomes = run(pipeline, job_id)
-    assert [type(o) for o in outcomes] == [Continue, Continue, Finished]
+    assert [type(o) for o in outcomes] == [Continue, Finished]
     record = pipeline.store.load(job_id)
     assert record is not None and record.status is JobStatus.SUCCEEDED
     [event] = events(pipeline)
@@ -101,9 +110,9 @@ def test_503_then_success(app: SandboxApp, pipeline: Pipeline) -> None:
     assert len(app.world.ledger) == 1 and len(app.world.transactions) == 1
 
 
-def test_rate_limit_honours_retry_after(app: SandboxApp, fake_redis: fakeredis.FakeRedis) -> None:
+def test_rate_limit_honours_retry_after(app: SandboxApp, real_redis: redis.Redis) -> None:
     settings = make_settings("redis://unused", "http://sandbox.test", retry={"max_backoff_s": 5.0})
-    pipeline = build_pipeline(settings, client=fake_redis, transport=SandboxTransport(app))
+    pipeline = build_pipeline(settings, client=real_redis, transport=SandboxTransport(app))
     pipeline.uniform = lambda: 0.0  # the jittered delay alone would be 0 s
     faults(app, {"kind": "rate_limit", "endpoint": "start", "times": 1, "retry_after_s": 2})
     outcomes = run(pipeline, admit(pipeline))
@@ -119,14 +128,15 @@ def test_permanent_error_is_dead_lettered_without_retries(
     record = pipeline.store.load(job_id)
     assert record is not None and record.status is JobStatus.DEAD_LETTERED
     assert record.attempts == {"create": 1}
-    letter = pipeline.dead_letters.get(job_id)
+    letter = dead_letter(pipeline, job_id)
     assert letter is not None
     assert (letter.error.kind, letter.error.http_status, letter.error.api_error) == (
         "permanent",
         400,
         "ProductNotAllowedException",
     )
-    assert letter.error.api_error_details == "idents[0].value: card is locked"
+    # The API's text quotes the card: masked on arrival, everywhere after.
+    assert letter.error.api_error_details == "idents[0].value: card 927600******0001 is locked"
     assert letter.error.support_id and letter.transaction_id is None
     [event] = events(pipeline)
     assert isinstance(event, CardLoadFailed) and event.error == letter.error
@@ -139,24 +149,26 @@ def test_exhausted_retries_then_replay_loads_once(app: SandboxApp, pipeline: Pip
     job_id = admit(pipeline)
     outcomes = run(pipeline, job_id)
     assert sum(isinstance(o, RetryLater) for o in outcomes) == 3  # 4 attempts in all
-    letter = pipeline.dead_letters.get(job_id)
+    letter = dead_letter(pipeline, job_id)
     assert letter is not None and letter.transaction_id is not None
-    assert letter.error.kind == "retryable" and "after 4 attempts" in letter.error.message
+    # A 503 to a POST may follow a commit behind a gateway: ambiguous, not "nothing".
+    assert letter.error.kind == "ambiguous" and "after 4 attempts" in letter.error.message
     assert app.world.ledger == []
     [failed] = events(pipeline)
-    # Every start was answered 503 (not processed): the card was certainly not loaded.
+    # The transaction, read before the failure became final, was still created: not loaded.
     assert isinstance(failed, CardLoadFailed) and not failed.load_uncertain
+    assert not letter.load_uncertain
 
     faults(app)
-    assert pipeline.dead_letters.reopen(job_id)
-    assert pipeline.dead_letters.get(job_id) is None
+    assert pipeline.store.reopen(job_id)
+    assert dead_letter(pipeline, job_id) is None
     run(pipeline, job_id)
     record = pipeline.store.load(job_id)
     assert record is not None and record.status is JobStatus.SUCCEEDED and record.generation == 1
     assert record.transaction_id == letter.transaction_id  # the same transaction, not a new one
     assert len(app.world.transactions) == 1 and len(app.world.ledger) == 1
     assert [e.type for e in events(pipeline)] == ["card_load.failed", "card_load.succeeded"]
-    assert not pipeline.dead_letters.reopen(job_id)  # only dead letters can be replayed
+    assert not pipeline.store.reopen(job_id)  # only dead letters can be replayed
 
 
 def test_replay_of_a_job_whose_transaction_is_ok_only_emits_success(
@@ -170,12 +182,12 @@ def test_replay_of_a_job_whose_transaction_is_ok_only_emits_success(
     )
     job_id = admit(pipeline)
     run(pipeline, job_id)
-    assert pipeline.dead_letters.get(job_id) is not None
+    assert dead_letter(pipeline, job_id) is not None
     assert len(app.world.ledger) == 1
     [failed] = events(pipeline)
     assert isinstance(failed, CardLoadFailed) and failed.load_uncertain  # and it was loaded
     faults(app)
-    pipeline.dead_letters.reopen(job_id)
+    pipeline.store.reopen(job_id)
     run(pipeline, job_id)
     assert app.requests["start"] == 1  # read, found ok, never started again
     assert len(app.world.ledger) == 1
@@ -227,20 +239,20 @@ def test_every_step_repeated_changes_nothing(app: SandboxApp, pipeline: Pipeline
     job_id = admit(pipeline)
     run(pipeline, job_id)
     assert pipeline.create(job_id) == Finished("already succeeded")
-    assert pipeline.start(job_id) == Continue("publish")
-    assert pipeline.publish(job_id) == Finished("published")
+    assert pipeline.start(job_id) == Finished("already succeeded")
+    assert pipeline.publish(job_id) == Finished("published")  # cardload 0.1's step: no-op
     assert len(app.world.ledger) == 1 and len(app.world.transactions) == 1
     assert len(events(pipeline)) == 1
 
 
-def test_a_job_locked_by_another_delivery_waits(app: SandboxApp, pipeline: Pipeline) -> None:
+def test_a_job_leased_by_another_delivery_waits(app: SandboxApp, pipeline: Pipeline) -> None:
     job_id = admit(pipeline)
-    token = pipeline.store.acquire(job_id, 5000)
-    assert token
+    other = pipeline.store.claim(job_id, "create", lease_ms=400, max_attempts=4)
+    assert isinstance(other, Claimed)
     outcome = pipeline.create(job_id)
-    assert isinstance(outcome, RetryLater) and 4.5 < outcome.delay_s <= 5.5
+    assert isinstance(outcome, RetryLater) and 0.3 < outcome.delay_s <= 0.5
     assert app.requests["create"] == 0
-    pipeline.store.release(job_id, token)
+    pipeline.store.release(other.lease)
     run(pipeline, job_id)
     assert len(app.world.ledger) == 1
 
@@ -281,11 +293,226 @@ def test_a_start_refused_because_another_got_there_first_is_success(
     assert record is not None and record.transaction_id
     stale = pipeline.client.get(record.transaction_id)  # still "created"
     # An earlier delivery crashed mid-start; meanwhile the start went through.
-    pipeline.store.transition(job_id, allowed=None, to=JobStatus.STARTING, count_attempt_of="start")
+    crashed = pipeline.store.claim(job_id, "start", lease_ms=60_000, max_attempts=4)
+    assert isinstance(crashed, Claimed)
+    pipeline.store.release(crashed.lease)
     app.engine.start(record.transaction_id, None)
     reads = iter([stale])
     real_get = pipeline.client.get
     monkeypatch.setattr(pipeline.client, "get", lambda tx_id: next(reads, None) or real_get(tx_id))
-    assert run(pipeline, job_id, first="start")[-1] == Finished("published")
+    assert run(pipeline, job_id, first="start")[-1] == Finished("succeeded")
     assert len(app.world.ledger) == 1
     assert app.requests["start"] == 1  # ours, refused: the transaction was already ok
+
+
+# --- overlapping deliveries, payments in flight, ambiguous answers ------------------------
+
+
+def wait_until_ok(app: SandboxApp, tx_id: str) -> None:
+    def ok() -> bool:
+        with app._lock:
+            app.engine.settle()
+            return app.world.transactions[tx_id].status == "ok"
+
+    wait_for(ok, 5, "the payment to complete")
+
+
+def created_tx(pipeline: Pipeline, job_id: str) -> str:
+    assert pipeline.create(job_id) == Continue("start")
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.transaction_id
+    return record.transaction_id
+
+
+def test_a_start_refused_while_the_payment_is_processing_is_waited_on(
+    app: SandboxApp, pipeline: Pipeline
+) -> None:
+    job_id = admit(pipeline)
+    tx_id = created_tx(pipeline, job_id)
+    # Another delivery started it a moment ago; the payment takes a while.
+    app.engine.start(tx_id, None, processing_s=0.3)
+    outcome = pipeline.start(job_id)  # our POST is refused: the transaction is not created
+    assert isinstance(outcome, RetryLater) and "is processing" in outcome.reason
+    assert app.requests["start"] == 1 and dead_letter(pipeline, job_id) is None
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.STARTING and record.load_uncertain
+    wait_until_ok(app, tx_id)
+    assert run(pipeline, job_id, first="start") == [Finished("succeeded")]
+    assert len(app.world.ledger) == 1 and app.requests["start"] == 1
+    assert [e.type for e in events(pipeline)] == ["card_load.succeeded"]
+
+
+def test_a_payment_that_is_still_processing_is_read_again(
+    app: SandboxApp, pipeline: Pipeline
+) -> None:
+    faults(app, {"kind": "processing", "delay_ms": 300, "times": 1})
+    job_id = admit(pipeline)
+    tx_id = created_tx(pipeline, job_id)
+    assert isinstance(pipeline.start(job_id), RetryLater)
+    wait_until_ok(app, tx_id)
+    assert pipeline.start(job_id) == Finished("succeeded")
+    assert app.requests["start"] == 1 and app.requests["get"] == 1
+    assert len(app.world.ledger) == 1
+    [event] = events(pipeline)
+    assert isinstance(event, CardLoadSucceeded) and event.balances.cash_cents == 2200
+
+
+def test_a_delivery_that_lost_its_lease_writes_nothing_and_runs_again(
+    app: SandboxApp, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delivery A froze inside its start past its lease; B took the job over and
+    finished it. A's late writes are refused (not ignored): A runs again, reads, stops."""
+    job_id = admit(pipeline)
+    tx_id = created_tx(pipeline, job_id)
+    b = build_pipeline(
+        pipeline.settings, client=pipeline.store.redis, transport=pipeline_transport(app)
+    )
+    real_start = pipeline.client.start
+    seen: list[Outcome] = []
+
+    def frozen_start(tx: str, method: str | None) -> Any:
+        pipeline.store.redis.hset(keys.job(job_id), "lock_until_ms", 0)  # A's lease ran out
+        seen.append(b.start(job_id))  # B takes over: reads created, starts, succeeds
+        return real_start(tx, method)  # A's start arrives late: refused
+
+    monkeypatch.setattr(pipeline.client, "start", frozen_start)
+    outcome = pipeline.start(job_id)
+    assert seen == [Finished("succeeded")]
+    assert isinstance(outcome, RetryLater) and "taken over" in outcome.reason
+    monkeypatch.undo()
+    assert pipeline.start(job_id) == Finished("already succeeded")
+    assert len(app.world.ledger) == 1 and app.requests["start"] == 2
+    assert [e.type for e in events(pipeline)] == ["card_load.succeeded"]
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.result is not None
+    assert record.result.transaction_id == tx_id and record.attempts == {"create": 1, "start": 2}
+    b.leases.stop()
+    b.client.close()
+
+
+def pipeline_transport(app: SandboxApp) -> SandboxTransport:
+    return SandboxTransport(app, sleep=lambda _: None)
+
+
+@pytest.mark.parametrize("status", ["503", "408"])
+def test_a_gateway_error_after_the_start_committed_is_ambiguous(
+    app: SandboxApp, pipeline: Pipeline, status: str
+) -> None:
+    faults(app, {"kind": "commit_then_lose", "endpoint": "start", "lose_as": status, "times": 1})
+    job_id = admit(pipeline)
+    outcomes = run(pipeline, job_id)
+    assert outcomes[-1] == Finished("succeeded")
+    assert app.requests["start"] == 1 and app.requests["get"] == 1  # read, never started again
+    assert len(app.world.ledger) == 1
+
+
+@pytest.mark.parametrize("status", ["503", "408"])
+def test_a_gateway_error_after_the_create_committed_makes_one_transaction(
+    app: SandboxApp, pipeline: Pipeline, status: str
+) -> None:
+    faults(app, {"kind": "commit_then_lose", "endpoint": "create", "lose_as": status, "times": 1})
+    job_id = admit(pipeline)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")
+    assert len(app.world.transactions) == 1 and app.requests["list"] == 1
+    assert len(app.world.ledger) == 1
+
+
+def last_attempt_pipeline(app: SandboxApp, client: redis.Redis) -> Pipeline:
+    settings = make_settings("redis://unused", "http://sandbox.test", retry={"max_attempts": 1})
+    return build_pipeline(settings, client=client, transport=pipeline_transport(app))
+
+
+def test_a_503_to_the_last_start_is_read_back_before_failing(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    pipeline = last_attempt_pipeline(app, real_redis)
+    faults(app, {"kind": "commit_then_lose", "endpoint": "start", "lose_as": "503", "times": 1})
+    job_id = admit(pipeline)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")  # the read found it ok
+    assert dead_letter(pipeline, job_id) is None and len(app.world.ledger) == 1
+    pipeline.leases.stop()
+
+
+def test_a_503_to_the_last_start_that_cannot_be_read_back_is_uncertain(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    pipeline = last_attempt_pipeline(app, real_redis)
+    faults(
+        app,
+        {"kind": "commit_then_lose", "endpoint": "start", "lose_as": "503", "times": 1},
+        {"kind": "error_503", "endpoint": "get"},
+    )
+    job_id = admit(pipeline)
+    assert run(pipeline, job_id)[-1] == Finished("dead-lettered")
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and letter.load_uncertain and letter.error.kind == "ambiguous"
+    [failed] = events(pipeline)
+    assert isinstance(failed, CardLoadFailed) and failed.load_uncertain
+    assert len(app.world.ledger) == 1  # it was loaded indeed: the flag told the truth
+    pipeline.leases.stop()
+
+
+# --- the access token ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"kind": "error_502", "endpoint": "token"},  # an HTML page from a gateway
+        {"kind": "error_503", "endpoint": "token"},
+        {"kind": "reset", "endpoint": "token"},
+    ],
+)
+def test_a_failing_token_endpoint_costs_no_attempt_and_no_dead_letter(
+    app: SandboxApp, pipeline: Pipeline, rule: dict[str, Any]
+) -> None:
+    faults(app, rule | {"times": 3})
+    job_id = admit(pipeline)
+    waits = [pipeline.create(job_id) for _ in range(3)]
+    assert all(isinstance(w, RetryLater) for w in waits)
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.QUEUED and record.attempts == {}
+    wait_for(lambda: pipeline.create(job_id) == Continue("start"), 10, "a token")
+    assert run(pipeline, job_id, first="start")[-1] == Finished("succeeded")
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.attempts == {"create": 1, "start": 1}
+
+
+def test_refused_credentials_make_jobs_wait_not_fail(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    settings = make_settings(
+        "redis://unused", "http://sandbox.test", secuconnect={"client_secret": "wrong"}
+    )
+    pipeline = build_pipeline(settings, client=real_redis, transport=pipeline_transport(app))
+    job_id = admit(pipeline)
+    outcome = pipeline.create(job_id)
+    assert isinstance(outcome, RetryLater) and "invalid_client" in outcome.reason
+    assert "wrong" not in outcome.reason
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.QUEUED and record.attempts == {}
+    assert dead_letter(pipeline, job_id) is None
+    pipeline.leases.stop()
+
+
+def test_one_token_fetch_however_many_steps_wait_for_it(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    """The token lock is held for the whole fetch, however long it takes: the other
+    steps wait for that one token, none fetches its own, none burns an attempt."""
+    faults(app, {"kind": "slow", "endpoint": "token", "delay_ms": 500, "times": 1})
+    settings = make_settings("redis://unused", "http://sandbox.test")
+    pipeline = build_pipeline(settings, client=real_redis, transport=SandboxTransport(app))
+    jobs = [admit(pipeline, idempotency_key=f"t-{i}") for i in range(8)]
+
+    def drive(job_id: str) -> None:
+        run(pipeline, job_id)
+
+    threads = [in_thread(functools.partial(drive, j)) for j in jobs]
+    for thread in threads:
+        thread.join(30)
+    assert app.requests["token"] == 1
+    records = pipeline.store.load_many(jobs, history=False)
+    assert all(r is not None and r.status is JobStatus.SUCCEEDED for r in records)
+    assert all(r is not None and r.attempts == {"create": 1, "start": 1} for r in records)
+    pipeline.leases.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.batch import BatchFileError, batch_id_for, parse_batch
+from producers.batch import BatchFileError, parse_batch
 
 MAX = 50_000
 
@@ -20,14 +20,14 @@ def test_csv_rows_and_errors() -> None:
         b"9276000000000003,600,EUR,z\n"
         b"9276000000000003,5,EUR,a,extra\n"
     )
-    batch_id, valid, invalid = parse_batch(content, "payroll.csv", MAX)
-    assert batch_id == batch_id_for(content) and batch_id.startswith("batch_")
-    assert [
-        (p.row, p.job.card_number, p.job.amount_cents, p.job.idempotency_key) for p in valid
-    ] == [
-        (1, "9276004424644352", 2000, "ref:emp-1"),
-        (2, "9276000000000004", 1200, f"{batch_id}:row:2"),
+    batch_id, valid, invalid = parse_batch(content, "payroll.csv", MAX, batch_name="pay-11")
+    assert batch_id == "pay-11"
+    assert [(p.row, p.job.card_number, p.job.amount_cents) for p in valid] == [
+        (1, "9276004424644352", 2000),
+        (2, "9276000000000004", 1200),
     ]
+    assert valid[0].job.idempotency_key == "ref:emp-1"
+    assert valid[1].job.idempotency_key.startswith("batch:pay-11:")
     assert valid[0].job.source.batch_id == batch_id and valid[0].job.source.row == 1
     assert [(e.row, e.field) for e in invalid] == [
         (3, "card_number"),
@@ -48,7 +48,7 @@ def test_jsonl_is_exact_and_reports_bad_lines() -> None:
         b'{"card_number": "9276004424644352", "amount": 1, "colour": "red"}\n'
         b"\n"
     )
-    _, valid, invalid = parse_batch(content, "orders.jsonl", MAX)
+    _, valid, invalid = parse_batch(content, "orders.jsonl", MAX, batch_name="orders")
     assert [p.job.amount_cents for p in valid] == [2010, 750]
     assert [(e.row, e.field) for e in invalid] == [(3, "line"), (4, "line"), (5, "colour")]
 
@@ -63,3 +63,63 @@ def test_jsonl_is_exact_and_reports_bad_lines() -> None:
 def test_bad_header_refuses_the_file(header: str, message: str) -> None:
     with pytest.raises(BatchFileError, match=message):
         parse_batch(header.encode(), "x.csv", MAX)
+
+
+HEADER = "card_number,amount,currency,reference\n"
+ROWS = [
+    "9276000000000003,10.00,EUR,",
+    "9276000000000003,10.00,EUR,",  # the same load twice, on purpose: two jobs
+    "9276000000000004,12.50,EUR,",
+    "9276004424644352,20.00,EUR,emp-1",
+]
+
+
+def keys_of(content: bytes, name: str | None = "gifts") -> dict[str, int]:
+    _, valid, _ = parse_batch(content, "x.csv", MAX, batch_name=name)
+    return {p.job.idempotency_key: p.row for p in valid}
+
+
+def test_a_row_is_identified_by_what_it_means_not_by_the_bytes() -> None:
+    plain = keys_of((HEADER + "\n".join(ROWS) + "\n").encode())
+    assert len(plain) == 4  # the two equal rows are the 1st and 2nd of their content
+    crlf_bom = ("\ufeff" + HEADER + "\n".join(ROWS) + "\n").replace("\n", "\r\n")
+    assert keys_of(crlf_bom.encode()).keys() == plain.keys()
+    reordered = HEADER + "\n".join(reversed(ROWS)) + "\n"
+    assert keys_of(reordered.encode()).keys() == plain.keys()
+    # Fixing an invalid row adds its key and changes no other.
+    broken = HEADER + "\n".join([*ROWS, "9276000000000003,abc,EUR,"]) + "\n"
+    fixed = HEADER + "\n".join([*ROWS, "9276000000000003,7.00,EUR,"]) + "\n"
+    before, after = keys_of(broken.encode()), keys_of(fixed.encode())
+    assert before.keys() == plain.keys() and len(after.keys() - before.keys()) == 1
+    # Another batch name is another batch: the same content is a new load there.
+    assert not keys_of((HEADER + ROWS[0] + "\n").encode(), "gifts-2").keys() & plain.keys()
+
+
+def test_rows_without_reference_need_a_batch_name() -> None:
+    content = (HEADER + "\n".join(ROWS) + "\n").encode()
+    batch_id, valid, invalid = parse_batch(content, "x.csv", MAX)
+    assert [p.job.idempotency_key for p in valid] == ["ref:emp-1"]  # referenced rows go on
+    assert [(e.row, e.field) for e in invalid] == [
+        (1, "reference"),
+        (2, "reference"),
+        (3, "reference"),
+    ]
+    assert "--name" in invalid[0].reason
+    # Without a name the batch id is the rows' meaning, not the file's bytes.
+    crlf = content.replace(b"\n", b"\r\n")
+    assert parse_batch(crlf, "x.csv", MAX)[0] == batch_id and batch_id.startswith("batch_")
+
+
+def test_a_reference_twice_in_one_file_is_refused() -> None:
+    content = (HEADER + "9276000000000003,1,EUR,r1\n9276000000000004,2,EUR,r1\n").encode()
+    _, valid, invalid = parse_batch(content, "x.csv", MAX)
+    assert [p.row for p in valid] == [1]
+    assert [(e.row, e.field, e.reason) for e in invalid] == [
+        (2, "reference", "same reference as row 1")
+    ]
+
+
+@pytest.mark.parametrize("name", ["", "has space", "-lead", "x" * 101, "a/b"])
+def test_batch_names_are_plain(name: str) -> None:
+    with pytest.raises(BatchFileError, match="batch name"):
+        parse_batch((HEADER + ROWS[0]).encode(), "x.csv", MAX, batch_name=name)

@@ -69,15 +69,27 @@ def test_enqueue_card_load_is_idempotent(
     assert CARD.encode() not in messages[0]  # neither in the body nor in Flower's argsrepr
 
 
-def test_keys_are_made_once_when_not_given(producer: CardLoadProducer) -> None:
-    a = enqueue_card_load(card_number=CARD, amount_cents=100, producer=producer)
-    b = enqueue_card_load(card_number=CARD, amount_cents=100, producer=producer)
-    assert a != b
+def test_the_python_api_requires_a_key(producer: CardLoadProducer, real_redis: redis.Redis) -> None:
+    """A key made up per call would be new on a caller's retry: a second load."""
+    call: Any = enqueue_card_load
+    with pytest.raises(TypeError, match="idempotency_key"):
+        call(card_number=CARD, amount_cents=100, producer=producer)
+    assert queued(real_redis) == []
+    # The caller retries after a timeout with the same key: the first job, not a second.
+    first = enqueue_card_load(
+        card_number=CARD, amount_cents=100, idempotency_key="order-9", producer=producer
+    )
+    retried = enqueue_card_load(
+        card_number=CARD, amount_cents=100, idempotency_key="order-9", producer=producer
+    )
+    assert first == retried and len(queued(real_redis)) == 1
 
 
 def test_amount_limit(producer: CardLoadProducer) -> None:
     with pytest.raises(AmountLimitError):
-        enqueue_card_load(card_number=CARD, amount_cents=50_001, producer=producer)
+        enqueue_card_load(
+            card_number=CARD, amount_cents=50_001, idempotency_key="big", producer=producer
+        )
 
 
 def test_a_job_admitted_but_never_sent_is_sent_on_the_next_enqueue(
@@ -136,6 +148,11 @@ def test_cli_enqueue_job_and_batch(
     assert again.stdout.startswith(f"already enqueued job {job_id}")
     bad = _cli(settings, "enqueue", "--card", CARD, "--amount", "20.005")
     assert bad.returncode == 2 and "fractions of a cent" in bad.stderr
+    # Without --key the CLI makes one and prints it, so the command can be repeated safely.
+    fresh = _cli(settings, "enqueue", "--card", CARD, "--amount", "1.00")
+    key = fresh.stdout.split("to repeat this command safely, add: --key ")[1].strip()
+    repeated = _cli(settings, "enqueue", "--card", CARD, "--amount", "1.00", "--key", key)
+    assert repeated.stdout.startswith("already enqueued job")
 
     shown = _cli(settings, "job", job_id, "--json")
     view = json.loads(shown.stdout)
@@ -171,6 +188,14 @@ def test_cli_enqueue_job_and_batch(
     assert _cli(settings, "dlq", "list").stdout.strip() == "(none)"
 
 
+def append(stream: Any, event: Any) -> None:
+    """As the job store's scripts append a result event."""
+    stream.redis.xadd(
+        stream.name,
+        {"event_id": event.event_id, "type": event.type, "data": event.model_dump_json()},
+    )
+
+
 def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None:
     from datetime import UTC, datetime
 
@@ -181,8 +206,8 @@ def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None
     stream = EventStream(real_redis, settings.events.stream)
 
     def publish(job_id: str) -> None:
-        real_redis.hset(f"cardload:job:{job_id}", "status", "succeeded")
-        stream.publish(
+        append(
+            stream,
             CardLoadSucceeded(
                 event_id=f"{job_id}:succeeded",
                 occurred_at=now,
@@ -199,7 +224,7 @@ def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None
                 balances=EventBalances(cash_cents=1, bonus_cents=0, total_cents=1),
                 receipt=EventReceipt(lines=[], text=""),
                 finished_at=now,
-            )
+            ),
         )
 
     publish("before")

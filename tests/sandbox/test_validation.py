@@ -127,7 +127,7 @@ CASES: list[tuple[str, Edit, int, str, str]] = [
         _set("idents.0.value", LOCKED_CARD),
         400,
         "ProductNotAllowedException",
-        "card is locked",
+        f"card {LOCKED_CARD} is locked",  # as a real API may: quoting the card
     ),
     (
         "unknown ident type",

@@ -40,9 +40,13 @@ HTML = b"<html><body>502 Bad Gateway</body></html>"
         ("GET", 500, API_ERROR, RetryableError),
         ("POST", 502, HTML, AmbiguousError),
         ("GET", 502, HTML, RetryableError),
-        ("POST", 503, API_ERROR, RetryableError),
+        # A gateway's 503 or 408 may follow a commit behind it: a POST is ambiguous.
+        ("POST", 503, API_ERROR, AmbiguousError),
+        ("GET", 503, API_ERROR, RetryableError),
         ("POST", 504, b"", AmbiguousError),
+        ("POST", 408, b"", AmbiguousError),
         ("GET", 408, b"", RetryableError),
+        ("POST", 425, b"", RetryableError),
         ("POST", 422, HTML, PermanentError),
     ],
 )

@@ -11,7 +11,6 @@ from pydantic import SecretStr
 from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp
 from secuconnect import (
     AmbiguousError,
-    AuthenticationError,
     CreateSmartTransaction,
     Credentials,
     MemoryTokenSource,
@@ -20,6 +19,7 @@ from secuconnect import (
     RateLimitedError,
     RetryableError,
     SecuconnectClient,
+    TokenUnavailableError,
     build_http,
     fetch_token,
 )
@@ -89,8 +89,9 @@ def test_a_second_refusal_is_permanent(app: SandboxApp, http: httpx.Client) -> N
 
 
 def test_wrong_credentials(http: httpx.Client) -> None:
-    with pytest.raises(AuthenticationError, match="invalid_client") as caught:
+    with pytest.raises(TokenUnavailableError, match="invalid_client") as caught:
         fetch_token(http, Credentials("sandbox-client", SecretStr("wrong-secret-xyz")))
+    assert caught.value.credentials_refused and caught.value.http_status == 401
     assert "wrong-secret-xyz" not in str(caught.value)
     assert "wrong-secret-xyz" not in repr(Credentials("a", SecretStr("wrong-secret-xyz")))
 
@@ -102,7 +103,7 @@ def test_validation_error_is_permanent_with_details(client: SecuconnectClient) -
     assert (error.http_status, error.error_name) == (400, "ProductNotAllowedException")
     assert (
         error.api_error is not None
-        and error.api_error.error_details == "idents[0].value: card is locked"
+        and error.api_error.error_details == "idents[0].value: card 927600******0001 is locked"
     )
     assert error.support_id and len(error.support_id) == 32
 
@@ -115,7 +116,19 @@ def test_unknown_transaction(client: SecuconnectClient) -> None:
 @pytest.mark.parametrize(
     ("rule", "call", "expected"),
     [
-        ({"kind": "error_503", "endpoint": "create"}, "create", RetryableError),
+        # No status proves a POST was not processed: a gateway's 503 may follow a commit.
+        ({"kind": "error_503", "endpoint": "create"}, "create", AmbiguousError),
+        ({"kind": "error_503", "endpoint": "list"}, "list", RetryableError),
+        (
+            {"kind": "commit_then_lose", "endpoint": "create", "lose_as": "503"},
+            "create",
+            AmbiguousError,
+        ),
+        (
+            {"kind": "commit_then_lose", "endpoint": "create", "lose_as": "408"},
+            "create",
+            AmbiguousError,
+        ),
         ({"kind": "error_500", "endpoint": "create"}, "create", AmbiguousError),
         ({"kind": "error_502", "endpoint": "create"}, "create", AmbiguousError),
         ({"kind": "error_502", "endpoint": "list"}, "list", RetryableError),

@@ -13,7 +13,7 @@ import redis
 
 from config import Settings, to_env
 from events import EventStream
-from jobs import JobRecord, JobStore
+from jobs import JobRecord, JobStore, job_store
 from producers.enqueue import CardLoadProducer
 from sandbox import FaultSettings, SandboxApp, serve_in_thread
 from tests.services import WorkerProcess, wait_for
@@ -84,7 +84,7 @@ def stack(real_redis: redis.Redis, redis_url: str, tmp_path: Path) -> Iterator[S
     app = SandboxApp()
     with serve_in_thread(app) as server:
         settings = make_settings(redis_url, server.url, retry={"max_backoff_s": 2.0})
-        producer = CardLoadProducer(create_app(settings), JobStore(real_redis), settings)
+        producer = CardLoadProducer(create_app(settings), job_store(real_redis, settings), settings)
         events = EventStream(real_redis, settings.events.stream)
         built = Stack(app, server.url, settings, real_redis, producer, events, tmp_path, [])
         try:

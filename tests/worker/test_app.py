@@ -8,7 +8,8 @@ import time
 import pytest
 import redis
 
-from jobs import CardLoadJob, JobStatus, JobStore
+from jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
+from jobs.store import Announcement, Claimed
 from tests.support import make_settings
 from worker.app import create_app
 from worker.settings import celery_config
@@ -50,10 +51,21 @@ def test_stalled_jobs_are_sent_again(real_redis: redis.Redis, redis_url: str) ->
         for i in range(3)
     ]
     store.admit_many(stuck)  # admitted, never sent: a producer that died
-    store.transition(
-        stuck[1].job_id, allowed=None, to=JobStatus.CREATED, fields={"transaction_id": "STX_1"}
+    for job in stuck[1:]:  # one created (its start message lost), one succeeded
+        claim = store.claim(job.job_id, "create", lease_ms=10_000, max_attempts=4)
+        assert isinstance(claim, Claimed)
+        store.finish_step(
+            claim.lease,
+            HistoryEntry(status=JobStatus.CREATED),
+            {"status": "created", "transaction_id": "STX_1"},
+        )
+    claim = store.claim(stuck[2].job_id, "start", lease_ms=10_000, max_attempts=4)
+    assert isinstance(claim, Claimed)
+    result = LoadResult(
+        transaction_id="STX_1", status="ok", cash_cents=1, bonus_cents=0, total_cents=1, receipt=[]
     )
-    store.transition(stuck[2].job_id, allowed=None, to=JobStatus.SUCCEEDED)
+    event = Announcement(f"{stuck[2].job_id}:succeeded", "card_load.succeeded", "{}")
+    store.succeed(claim.lease, result, HistoryEntry(status=JobStatus.SUCCEEDED), event)
     assert recover_stalled(app, store, stall_after_s=60) == 0  # not stalled yet
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 2
     tasks = sorted(json.loads(m)["headers"]["task"] for m in real_redis.lrange("cardload", 0, -1))

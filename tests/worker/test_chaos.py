@@ -14,9 +14,9 @@ import pytest
 from deadletters import DeadLetterStore
 from events import CardLoadFailed
 from jobs import CardLoadJob, JobStatus
+from producers.replay import replay_dead_letters
 from tests.services import wait_for
 from tests.worker.conftest import Stack
-from worker.dispatch import Dispatch, send_steps
 
 FAULTS: list[dict[str, Any]] = [
     {"kind": "error_503", "probability": 0.08},
@@ -82,9 +82,8 @@ def _chaos(stack: Stack, jobs: int, *, kill_one: bool) -> None:
 def _replay_everything(stack: Stack, batch: list[CardLoadJob]) -> None:
     """Faults off, every dead letter replayed: now every card is loaded exactly once."""
     stack.faults()
-    letters = DeadLetterStore(stack.redis, stack.settings.events.dead_letters, stack.events)
-    replayed = [job_id for job_id in letters.ids() if letters.reopen(job_id)]
-    send_steps(stack.producer.app, [Dispatch("create", job_id) for job_id in replayed])
+    letters = DeadLetterStore(stack.redis, stack.settings.events.dead_letters)
+    replayed = replay_dead_letters(stack.producer, letters.ids())
 
     def all_succeeded() -> bool:
         records = stack.store.load_many([job.job_id for job in batch])

@@ -206,7 +206,8 @@ def test_batch_file_through_the_cli(running: Stack, tmp_path: Path) -> None:
     ]
     # Both loads hit one gift card, in either order: the later one sees 75,00 EUR.
     assert max(int(rows[0]["new_balance_cents"]), int(rows[1]["new_balance_cents"])) == 7500
-    assert "card is locked" in rows[2]["error"] and rows[0]["transaction_id"].startswith("STX_")
+    assert "card 927600******0001 is locked" in rows[2]["error"]
+    assert rows[0]["transaction_id"].startswith("STX_")
     assert cli(running, "batch", "submit", str(batch), "--json").stdout.count('"enqueued": 0') == 1
     assert len(running.ledger()) == 2
     tail = cli(running, "events", "tail", "--json")
