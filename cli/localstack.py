@@ -42,7 +42,7 @@ def has_redis_server() -> bool:
     return shutil.which("redis-server") is not None
 
 
-def _pings(client: redis.Redis) -> bool:
+def pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
     except redis.ConnectionError:
@@ -71,7 +71,7 @@ def redis_server(*extra: str) -> Iterator[str]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port)
-        wait_for(lambda: _pings(client), 10, "redis-server to answer")
+        wait_for(lambda: pings(client), 10, "redis-server to answer")
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:

@@ -134,6 +134,10 @@ class JobSettings(_Section):
     # failed over), or before every create ("always": one more API call per job, for a
     # Redis that may be restored in place without a restart).
     create_lookup: Literal["after_doubt", "always"] = "after_doubt"
+    # A payment still in flight (processing, pending, approved) is read again, without
+    # using up attempts, until this long after it was first seen so; then the job is
+    # dead-lettered as possibly loaded, for a person to replay once it settled.
+    payment_timeout_s: Annotated[int, Field(ge=10)] = 3600
 
 
 class WorkerSettings(_Section):

@@ -172,6 +172,9 @@ class JobRecord(BaseModel):
         False, description="a start may have been sent and not read back since"
     )
     dispatched: bool = False
+    pending_since: datetime | None = Field(
+        None, description="when its payment was first seen still in flight"
+    )
     enqueued_at: datetime
     updated_at: datetime
     result: LoadResult | None = None

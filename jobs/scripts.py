@@ -16,6 +16,8 @@ The record is a hash (``keys.job``). Besides the job and its status it holds:
 - ``start_unsettled``: set when a start attempt begins (before the POST), cleared
   once the transaction has been read back or answered: whether the card may have
   been loaded unseen.
+- ``pending_since``: when a payment was first seen still in flight; waiting for it
+  gives back the attempt (a wait is not a try), until the payment timeout.
 
 Scripts name all their keys, but several keys per job: run one Redis, not a cluster.
 """
@@ -147,15 +149,18 @@ return redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
 )
 
 # The end of a claimed step: the job's new fields, its history entry, the lease given
-# back; refused with {'fenced', holder} if another delivery holds the lease now.
+# back, the attempt given back if the step only waited; refused with {'fenced', holder}
+# if another delivery holds the lease now.
 # KEYS: job, history, active.
-# ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_ts, 5 now_iso, then field/value pairs.
+# ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_ts, 5 now_iso, 6 attempt counter to
+#       give back or '', then field/value pairs.
 FINISH_STEP = (
     _COMMON
     + """
 local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], unpack(ARGV, 6))
+if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[6], -1) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], unpack(ARGV, 7))
 redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
@@ -173,7 +178,7 @@ SUCCEED = (
 local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 redis.call('HSET', KEYS[1], 'status', '$SUCCEEDED', 'result', ARGV[5], 'reconcile', 0,
-  'start_unsettled', 0, 'updated_at', ARGV[4])
+  'start_unsettled', 0, 'pending_since', '', 'updated_at', ARGV[4])
 redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -192,7 +197,7 @@ DEAD_LETTER = (
 local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 redis.call('HSET', KEYS[1], 'status', '$DEAD_LETTERED', 'error', ARGV[6],
-  'start_unsettled', ARGV[7], 'updated_at', ARGV[4])
+  'start_unsettled', ARGV[7], 'pending_since', '', 'updated_at', ARGV[4])
 redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -211,7 +216,7 @@ REOPEN = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if current ~= '$DEAD_LETTERED' then return current or 'missing' end
 redis.call('HSET', KEYS[1], 'status', '$QUEUED', 'updated_at', ARGV[4], 'reconcile', 1,
-  'attempts_create', 0, 'attempts_start', 0, 'error', '')
+  'attempts_create', 0, 'attempts_start', 0, 'error', '', 'pending_since', '')
 redis.call('HINCRBY', KEYS[1], 'generation', 1)
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])

@@ -124,6 +124,9 @@ def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord
         updated_at=datetime.fromisoformat(f["updated_at"]),
         result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
         error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
+        pending_since=datetime.fromisoformat(f["pending_since"])
+        if f.get("pending_since")
+        else None,
         history=[HistoryEntry.model_validate_json(h) for h in history],
         events=[v for k, v in f.items() if k.startswith("event:")],
     )
@@ -301,9 +304,15 @@ class JobStore:
     # --- the fenced writes that end a step ------------------------------------------------
 
     def finish_step(
-        self, lease: Lease, entry: HistoryEntry, fields: Mapping[str, str | int] | None = None
+        self,
+        lease: Lease,
+        entry: HistoryEntry,
+        fields: Mapping[str, str | int] | None = None,
+        *,
+        give_back: Step | None = None,
     ) -> None:
-        """Record how the step ended (and ``fields``), give the lease back."""
+        """Record how the step ended (and ``fields``), give the lease back, and with
+        ``give_back`` the attempt the claim counted (the step only waited)."""
         now = now_utc()
         pairs = [x for pair in (fields or {}).items() for x in pair]
         self._fenced(
@@ -316,6 +325,7 @@ class JobStore:
                     _entry(entry, now),
                     now.timestamp(),
                     now.isoformat(),
+                    f"attempts_{give_back}" if give_back else "",
                     *pairs,
                 ],
             ),

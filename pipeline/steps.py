@@ -167,14 +167,13 @@ class Pipeline:
             info = ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
             return self._dead_letter(claim, info, watch)
         # Payment still under way (or a status we do not know): read again later.
-        info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
-        return self._retry(claim, "start", info, watch)
+        return self._wait_for_payment(claim, tx, watch)
 
     def _pay(self, claim: Claimed, watch: StartWatch) -> SmartTransaction:
         record = claim.record
         tx_id = record.transaction_id
         assert tx_id is not None
-        if claim.attempt > 1 or record.reconcile:
+        if claim.attempt > 1 or record.reconcile or claim.unsettled_before:
             # An earlier start may have loaded the card: read before repeating it.
             tx = self._read(tx_id, watch)
             if tx.status != TransactionStatus.CREATED:
@@ -200,6 +199,35 @@ class Pipeline:
         watch.observe(tx)
         log.info("transaction.read", status=tx.status)
         return tx
+
+    def _wait_for_payment(self, claim: Claimed, tx: SmartTransaction, watch: StartWatch) -> Outcome:
+        """Read an in-flight payment again later; the wait gives the attempt back (it is
+        not a try), until the payment timeout makes it a dead letter, possibly loaded."""
+        now = now_utc()
+        since = claim.record.pending_since or now
+        waited_s = (now - since).total_seconds()
+        info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
+        if waited_s > self.settings.jobs.payment_timeout_s:
+            message = f"{info.message} {waited_s:.0f} s after it was first seen so"
+            return self._dead_letter(claim, info.model_copy(update={"message": message}), watch)
+        retry = self.settings.retry
+        # About as long again as it has been in flight: few reads for a slow payment.
+        ceiling = min(retry.max_backoff_s, max(retry.base_backoff_s, waited_s))
+        delay = ceiling * (0.5 + self.uniform() / 2)
+        entry = HistoryEntry(
+            status=JobStatus.STARTING,
+            step="start",
+            attempt=claim.attempt,
+            error=info,
+            note=f"payment {tx.status}: read again in {delay:.1f} s",
+        )
+        fields: dict[str, str | int] = {
+            "start_unsettled": int(watch.unsettled),
+            "pending_since": since.isoformat(),
+        }
+        self.store.finish_step(claim.lease, entry, fields, give_back="start")
+        log.info("payment.pending", status=tx.status, delay_s=round(delay, 2))
+        return RetryLater(delay, info.message)
 
     # --- how a claimed step ends -------------------------------------------------------------
 

@@ -4,6 +4,7 @@ and helpers to wait on conditions (never on fixed sleeps)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from cli.localstack import free_port, redis_server, wait_for
+import redis
+
+from cli.localstack import free_port, pings, redis_server, wait_for
 from config import Settings, to_env
 
 ROOT = Path(__file__).parents[1]
@@ -59,6 +62,14 @@ class WorkerProcess:
         self.proc.wait(10)
         self._log.close()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the worker stops in the middle of whatever it does (a long GC pause,
+        a VM frozen by its host), its lease keeper too."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -68,6 +79,44 @@ class WorkerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log.close()
+
+
+class RedisProcess:
+    """A redis-server of our own that can be killed and started again on the same port
+    and directory: it comes back with what it saved last (``SAVE``), nothing after."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir"]
+        argv += [str(self.directory), "--save", "", "--appendonly", "no"]
+        argv += ["--maxmemory-policy", "noeviction"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port)
+        wait_for(lambda: pings(client), 10, "redis-server to answer")
+        client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: everything written since the last SAVE is lost."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -83,4 +132,13 @@ def in_thread(target: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-__all__ = ["ROOT", "WorkerProcess", "free_port", "in_thread", "redis_server", "run_cli", "wait_for"]
+__all__ = [
+    "ROOT",
+    "RedisProcess",
+    "WorkerProcess",
+    "free_port",
+    "in_thread",
+    "redis_server",
+    "run_cli",
+    "wait_for",
+]

@@ -50,7 +50,7 @@ def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
     defaults: dict[str, dict[str, Any]] = {
         "secuconnect": {"connect_timeout_s": 1.0, "read_timeout_s": 5.0},
         "retry": {"max_attempts": 4, "base_backoff_s": 0.05, "max_backoff_s": 0.5},
-        "jobs": {"visibility_timeout_s": 10, "stall_after_s": 60},
+        "jobs": {"visibility_timeout_s": 10, "stall_after_s": 60, "lease_s": 3.0},
         "events": {"stream": "test:events", "dead_letters": "test:dlq"},
         "log": {"format": "console", "level": "INFO"},
     }

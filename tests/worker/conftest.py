@@ -43,9 +43,9 @@ class Stack:
     def faults(self, *rules: dict[str, Any]) -> None:
         self.sandbox.faults.configure(FaultSettings.model_validate({"rules": list(rules)}))
 
-    def start_worker(self, *extra: str) -> WorkerProcess:
+    def start_worker(self, *extra: str, settings: Settings | None = None) -> WorkerProcess:
         log = self.tmp_path / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(self.settings, "--concurrency=8", *extra, log_path=log)
+        worker = WorkerProcess(settings or self.settings, "--concurrency=8", *extra, log_path=log)
         self.workers.append(worker)
         return worker
 
@@ -56,10 +56,13 @@ class Stack:
 
         try:
             return wait_for(done, timeout_s, f"job {job_id} to finish")
-        except AssertionError:
-            for worker in self.workers:
-                print(worker.log()[-5000:])
+        except (AssertionError, TimeoutError):
+            self.print_logs()
             raise
+
+    def print_logs(self) -> None:
+        for worker in self.workers:
+            print(f"--- {worker.log_path.name}\n{worker.log()[-6000:]}")
 
     def events_for(self, job_id: str) -> list[Any]:
         return [e.event for e in self.events.read() if e.event.job_id == job_id]
