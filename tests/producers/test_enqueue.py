@@ -238,3 +238,49 @@ def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None
             assert json.loads(proc.stdout.readline())["job_id"] == "after"
         finally:
             proc.terminate()
+
+
+def test_a_fixed_and_resaved_batch_enqueues_only_what_is_new(
+    settings: Settings, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """An operator fixes the row the CLI flagged, and the file is saved again with
+    Windows line ends, a BOM and its rows in another order: only the fixed row is new."""
+    header = "card_number,amount,currency,reference"
+    rows = [
+        "9276000000000003,10.00,EUR,",
+        "9276000000000003,10.00,EUR,",  # the same top-up twice on purpose: two loads
+        "9276000000000004,12.50,EUR,",
+        "9276004424644352,abc,EUR,",
+        "9276004424644352,20.00,EUR,emp-2026-11-1",
+    ]
+    path = tmp_path / "gifts.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+
+    unnamed = _cli(settings, "batch", "submit", str(path), "--json")
+    result = json.loads(unnamed.stdout)
+    assert unnamed.returncode == 1 and result["enqueued"] == 1  # the row with a reference
+    assert [(e["row"], e["field"]) for e in result["invalid"]] == [
+        (1, "reference"),
+        (2, "reference"),
+        (3, "reference"),
+        (4, "amount"),
+    ]
+    assert "--name" in result["invalid"][0]["reason"]
+
+    def submit() -> tuple[int, dict[str, Any]]:
+        done = _cli(settings, "batch", "submit", str(path), "--name", "gifts-2026-11", "--json")
+        return done.returncode, json.loads(done.stdout)
+
+    code, named = submit()
+    assert code == 1 and (named["enqueued"], named["already_enqueued"]) == (3, 1)
+    assert named["batch_id"] == "gifts-2026-11"
+    fixed = [*rows[:3], "9276004424644352,7.00,EUR,", rows[4]]
+    path.write_bytes(("\ufeff" + "\r\n".join([header, *reversed(fixed)]) + "\r\n").encode())
+    code, again = submit()
+    assert code == 0 and again["invalid"] == []
+    assert (again["enqueued"], again["already_enqueued"]) == (1, 4)
+    assert real_redis.llen("cardload") == 5  # five loads, each sent once
+    assert _cli(settings, "batch", "submit", str(path), "--name", "gifts-2026-11").returncode == 0
+    assert real_redis.llen("cardload") == 5
+    status = json.loads(_cli(settings, "batch", "status", "gifts-2026-11", "--json").stdout)
+    assert status["by_status"] == {"queued": 5} and status["invalid"] == 0

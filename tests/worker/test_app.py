@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any, cast
 
 import pytest
 import redis
+from celery.exceptions import Retry
+from kombu.exceptions import OperationalError
 
 from jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
 from jobs.store import Announcement, Claimed
+from pipeline import Continue
+from tasks.card_load import act
 from tests.support import make_settings
 from worker.app import create_app
 from worker.settings import celery_config
@@ -72,3 +77,38 @@ def test_stalled_jobs_are_sent_again(real_redis: redis.Redis, redis_url: str) ->
     assert tasks == ["cardload.create", "cardload.start"]
     # Sending counts as progress: half a stall period later, nothing is sent again.
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 30) == 0
+
+
+class _Task:
+    """What :func:`tasks.card_load.act` uses of a bound task: its app and retry()."""
+
+    def __init__(self, send_error: Exception | None) -> None:
+        self.sent: list[str] = []
+        self.retries: list[tuple[float, BaseException | None]] = []
+        self.send_error = send_error
+        self.app = self
+
+    def send_task(self, name: str, **_: Any) -> None:
+        if self.send_error is not None:
+            raise self.send_error
+        self.sent.append(name)
+
+    def retry(
+        self, *, countdown: float, max_retries: Any, exc: BaseException | None = None
+    ) -> Retry:
+        self.retries.append((countdown, exc))
+        return Retry(exc=exc, when=countdown)
+
+
+@pytest.mark.parametrize(
+    "error", [OperationalError("broker unreachable"), redis.ConnectionError("reset")]
+)
+def test_a_next_step_that_cannot_be_sent_retries_the_task(error: Exception) -> None:
+    """Not acknowledged as done: the task runs again, finds its state saved, sends again."""
+    task = _Task(error)
+    with pytest.raises(Retry):
+        act(cast(Any, task), "j1", Continue("start"))
+    assert task.sent == [] and task.retries == [(2.0, error)]
+    ok = _Task(None)
+    assert act(cast(Any, ok), "j1", Continue("start")) == "continue: start"
+    assert ok.sent == ["cardload.start"] and ok.retries == []

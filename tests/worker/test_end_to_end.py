@@ -49,6 +49,9 @@ def test_seed_case_end_to_end(running: Stack) -> None:
     assert job_id in log and "927600******4352" in log
     assert SEED_CARD not in log
     assert "sandbox-secret" not in log
+    view = json.loads(cli(running, "job", job_id, "--json").stdout)
+    assert view["result"]["card_number"] == "927600******4352"
+    assert view["result"]["total_cents"] == 3010
     assert running.sandbox.auth.expire_all() == 1  # the one token, never logged:
     assert not any(token in log for token in running.sandbox.auth._expiry)
 
@@ -100,9 +103,16 @@ def test_permanent_error_dead_lettered_without_retries(running: Stack) -> None:
         '"api_error": "ProductNotAllowedException"' in listing.stdout and job_id in listing.stdout
     )
     assert "9276000000000001" not in listing.stdout  # masked
-    shown = json.loads(cli(running, "dlq", "show", job_id, "--json").stdout)
+    shown_text = cli(running, "dlq", "show", job_id, "--json").stdout
+    shown = json.loads(shown_text)
     assert shown["error_kind"] == "permanent" and shown["support_id"]
     assert shown["load_uncertain"] is False
+    # The API's error text quoted the card: masked in the dead letter, the event, the job.
+    assert shown["api_error_details"] == "idents[0].value: card 927600******0001 is locked"
+    assert event.error.api_error_details == shown["api_error_details"]
+    job_text = cli(running, "job", job_id, "--json").stdout
+    for text in (shown_text, job_text, cli(running, "dlq", "show", job_id).stdout):
+        assert LOCKED_CARD not in text
     assert [h["status"] for h in shown["history"]][-1] == "creating"
     assert cli(running, "dlq", "purge", job_id).returncode == 0
     assert cli(running, "dlq", "show", job_id).returncode == 1
