@@ -44,7 +44,7 @@ class _EventBase(BaseModel):
     card_number: str | None = Field(description="masked (927600******4352) unless configured")
     amount_cents: int
     currency: str
-    attempts: dict[str, int] = Field(description="attempts per step: create, start, publish")
+    attempts: dict[str, int] = Field(description="attempts per step: create, start")
     enqueued_at: datetime
 
 

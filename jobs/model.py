@@ -180,7 +180,7 @@ class JobRecord(BaseModel):
     result: LoadResult | None = None
     error: ErrorInfo | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
-    events: list[str] = Field(default_factory=list, description="ids of result events published")
+    events: list[str] = Field(default_factory=list, description="ids of result events appended")
 
     @property
     def total_attempts(self) -> int:

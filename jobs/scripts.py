@@ -47,6 +47,10 @@ local function fenced(job, fence)
   if holder ~= fence then return {'fenced', holder or ''} end
   return false
 end
+local function hand_back(job, history, entry)  -- the lease given back, the step noted
+  redis.call('HDEL', job, 'lock', 'lock_until_ms')
+  redis.call('RPUSH', history, entry)
+end
 local function announce(job, stream, flag, event_id, event_type, data, maxlen)
   if redis.call('HSETNX', job, flag, event_id) == 1 then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
@@ -161,8 +165,7 @@ local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[6], -1) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5], unpack(ARGV, 7))
-redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
-redis.call('RPUSH', KEYS[2], ARGV[3])
+hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
 return {'ok'}
 """
@@ -179,10 +182,9 @@ local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 redis.call('HSET', KEYS[1], 'status', '$SUCCEEDED', 'result', ARGV[5], 'reconcile', 0,
   'start_unsettled', 0, 'pending_since', '', 'updated_at', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
-redis.call('RPUSH', KEYS[2], ARGV[3])
+hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
-announce(KEYS[1], KEYS[4], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10])
+announce(KEYS[1], KEYS[4], unpack(ARGV, 6, 10))
 return {'ok'}
 """
 )
@@ -198,12 +200,11 @@ local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 redis.call('HSET', KEYS[1], 'status', '$DEAD_LETTERED', 'error', ARGV[6],
   'start_unsettled', ARGV[7], 'pending_since', '', 'updated_at', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
-redis.call('RPUSH', KEYS[2], ARGV[3])
+hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[5], ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-announce(KEYS[1], KEYS[6], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
+announce(KEYS[1], KEYS[6], unpack(ARGV, 9, 13))
 return {'ok'}
 """
 )
@@ -231,7 +232,7 @@ ANNOUNCE = (
     _COMMON
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= '$SUCCEEDED' then return 0 end
-announce(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+announce(KEYS[1], KEYS[2], unpack(ARGV, 1, 5))
 return 1
 """
 )

@@ -34,7 +34,7 @@ class BatchStatus:
     rows: int
     invalid: int
     by_status: Counter[str] = field(default_factory=Counter)
-    done: int = 0  # jobs finished with their result event published
+    done: int = 0  # jobs finished with their result event out
 
     @property
     def finished(self) -> bool:
