@@ -25,7 +25,7 @@ from cli.localstack import has_redis_server, redis_server, wait_for
 from cli.output import table
 from config import Settings, load_settings, to_env
 from events import CardLoadSucceeded, EventStream
-from jobs.store import JobStore
+from jobs.store import JobStore, job_store
 from producers.batch import submit_batch
 from producers.batch_report import batch_report, batch_status
 from producers.enqueue import CardLoadProducer
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"sandbox: {server.url}")
             settings = _settings(redis_url, server.url)
             client = redis.Redis.from_url(redis_url)
-            producer = CardLoadProducer(create_app(settings), JobStore(client), settings)
+            producer = CardLoadProducer(create_app(settings), job_store(client, settings), settings)
             log_path = Path(tmp) / "worker.log"
             with _worker(settings, log_path):
                 result = submit_batch(producer, args.file)

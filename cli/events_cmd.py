@@ -33,7 +33,7 @@ def _line(entry: StreamEntry, as_json: bool) -> str:
     head = f"{at} {event.type:20} job={event.job_id} card={event.card_number}"
     amount = format_money_de(event.amount_cents, event.currency)
     if isinstance(event, CardLoadSucceeded):
-        balance = format_money_de(event.balances.total_cents)
+        balance = format_money_de(event.balances.total_cents) if event.balances else "unknown"
         return f"{head} +{amount} tx={event.transaction_id} balance={balance}"
     return f"{head} {amount} error={event.error.kind}: {event.error.message}"
 

@@ -49,7 +49,9 @@ def history_table(history: Sequence[HistoryEntry]) -> None:
     table(rows, ["at", "status", "step", "attempt", "note", "error"])
 
 
-def balances_text(cash_cents: int, bonus_cents: int, total_cents: int) -> str:
+def balances_text(cash_cents: int | None, bonus_cents: int | None, total_cents: int | None) -> str:
+    if cash_cents is None or bonus_cents is None or total_cents is None:
+        return "unknown (the API's answer carried no balances)"
     cash, bonus, total = (format_money_de(c) for c in (cash_cents, bonus_cents, total_cents))
     return f"cash {cash}, bonus {bonus}, total {total}"
 

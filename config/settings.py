@@ -85,9 +85,10 @@ class SecuconnectSettings(_Section):
 
     @property
     def step_budget_s(self) -> float:
-        """The longest a step can take: a token fetch, then at most three calls (a start:
-        read, start, read back), each repeated once after a refused token."""
-        return self.call_budget_s * (1 + 3 * 2) + 5.0
+        """The longest a step can take: a token fetch, then at most four calls (a start:
+        read, start, read back, a last read before failing), each repeated once after a
+        refused token, with a token fetch before the repeat."""
+        return self.call_budget_s * (1 + 4 * 3) + 5.0
 
 
 class RetrySettings(_Section):
@@ -129,15 +130,20 @@ class JobSettings(_Section):
     # A running step's lease on its job: renewed while the step runs, so it only runs
     # out when the worker died or froze; then the next delivery may take the job over.
     lease_s: Annotated[float, Field(ge=1, le=600)] = 30.0
-    # Before a first create, look the transaction up by merchantRef only when the
-    # record may be stale ("after_doubt": a retry, a replay, a Redis that restarted or
-    # failed over), or before every create ("always": one more API call per job, for a
-    # Redis that may be restored in place without a restart).
-    create_lookup: Literal["after_doubt", "always"] = "after_doubt"
+    # Before a first create, look the transaction up by merchantRef: "always" (one more
+    # API call per job; whatever Redis lost, even a job's whole record and its key, the
+    # API's own record is asked), or "after_doubt" (a retry, a replay, a takeover, a
+    # Redis that restarted or failed over since the record was written): only for a
+    # Redis that never loses an acknowledged write (appendfsync always, no failover to a
+    # replica that may lag).
+    create_lookup: Literal["always", "after_doubt"] = "always"
     # A payment still in flight (processing, pending, approved) is read again, without
     # using up attempts, until this long after it was first seen so; then the job is
     # dead-lettered as possibly loaded, for a person to replay once it settled.
     payment_timeout_s: Annotated[int, Field(ge=10)] = 3600
+    # Keys batch-file rows that have no reference (an HMAC of the row's content): set it
+    # on producer hosts once, never change it. Without it such rows are refused.
+    row_key_secret: SecretStr | None = None
 
 
 class WorkerSettings(_Section):

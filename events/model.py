@@ -52,7 +52,10 @@ class CardLoadSucceeded(_EventBase):
     type: Literal["card_load.succeeded"] = "card_load.succeeded"
     transaction_id: str
     status: str = Field(description="the Smart Transaction's status, normally 'ok'")
-    balances: EventBalances
+    balances: EventBalances | None = Field(
+        description="the card's new balances; null when the API's answer carried none "
+        "(the card was loaded all the same)"
+    )
     receipt: EventReceipt
     finished_at: datetime
 

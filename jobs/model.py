@@ -41,7 +41,7 @@ def default_description(amount_cents: int, currency: str) -> str:
 class JobSource(BaseModel):
     """Where a job came from, carried into its result event."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     batch_id: str | None = None
     row: int | None = None
@@ -52,7 +52,7 @@ class JobSource(BaseModel):
 class ExtraLine(BaseModel):
     """A basket line besides the load (the seed's mixed basket)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     desc: Annotated[str, Field(min_length=1)]
     quantity: Annotated[int, Field(strict=True, ge=1)] = 1
@@ -66,7 +66,8 @@ class CardLoadJob(BaseModel):
     """One card load. ``merchantRef`` on the Smart Transaction is the idempotency key,
     which is how a transaction whose create response was lost is found again."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error must not echo its input: it may be a card number.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     job_id: JobId = Field(default_factory=new_job_id)
     idempotency_key: IdempotencyKey
@@ -144,15 +145,16 @@ class HistoryEntry(BaseModel):
 
 
 class LoadResult(BaseModel):
-    """What a succeeded job produced: the transaction, its receipt and the new balances."""
+    """What a succeeded job produced: the transaction, its receipt and the new balances
+    (None where the API's answer carried none: the card was loaded all the same)."""
 
     model_config = ConfigDict(frozen=True)
 
     transaction_id: str
     status: str
-    cash_cents: int
-    bonus_cents: int
-    total_cents: int
+    cash_cents: int | None
+    bonus_cents: int | None
+    total_cents: int | None
     receipt: list[dict[str, Any]]
     card_number: str | None = None
 
@@ -172,8 +174,8 @@ class JobRecord(BaseModel):
         False, description="a start may have been sent and not read back since"
     )
     dispatched: bool = False
-    pending_since: datetime | None = Field(
-        None, description="when its payment was first seen still in flight"
+    pending_since_ms: int | None = Field(
+        None, description="when its payment was first seen still in flight (Redis's clock)"
     )
     enqueued_at: datetime
     updated_at: datetime

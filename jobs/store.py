@@ -73,7 +73,8 @@ class Claimed:
     attempt: int
     previous: JobStatus
     took_over: bool  # the expired lease of another delivery was taken over
-    unsettled_before: bool  # a start may have been sent and not read back before this
+    unsettled_before: bool  # a start may have been sent and not settled before this
+    server_ms: int  # Redis's clock when the claim was made
 
 
 Unclaimed = Literal["missing", "finished", "proceed", "redirect", "busy", "locked"]
@@ -124,9 +125,7 @@ def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord
         updated_at=datetime.fromisoformat(f["updated_at"]),
         result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
         error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
-        pending_since=datetime.fromisoformat(f["pending_since"])
-        if f.get("pending_since")
-        else None,
+        pending_since_ms=int(f["pending_since_ms"]) if f.get("pending_since_ms") else None,
         history=[HistoryEntry.model_validate_json(h) for h in history],
         events=[v for k, v in f.items() if k.startswith("event:")],
     )
@@ -158,6 +157,7 @@ class JobStore:
         self._succeed = register(scripts.SUCCEED)
         self._dead_letter = register(scripts.DEAD_LETTER)
         self._reopen = register(scripts.REOPEN)
+        self._note = register(scripts.NOTE)
         self._announce = register(scripts.ANNOUNCE)
 
     # --- admission ------------------------------------------------------------------
@@ -195,7 +195,6 @@ class JobStore:
                 job.model_dump_json(),
                 job.fingerprint(),
                 now.isoformat(),
-                now.timestamp(),
                 entry.model_dump_json(exclude_none=True),
             ],
             client=pipe,
@@ -215,8 +214,14 @@ class JobStore:
         return {jid: v in (b"1", "1") for jid, v in zip(job_ids, pipe.execute(), strict=True)}
 
     def job_id_for_key(self, key: str) -> str | None:
-        value = self.redis.get(keys.idempotency(key))
-        return text(value).partition(" ")[0] if value else None
+        return self.job_ids_for_keys([key])[0]
+
+    def job_ids_for_keys(self, idempotency_keys: Sequence[str]) -> list[str | None]:
+        """The job admitted under each key, or None (pipelined)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in idempotency_keys:
+            pipe.get(keys.idempotency(key))
+        return [text(v).partition(" ")[0] if v else None for v in pipe.execute()]
 
     # --- reading --------------------------------------------------------------------
 
@@ -242,8 +247,13 @@ class JobStore:
             out += [_record({text(k): text(v) for k, v in raw.items()}, h) for raw, h in pairs]
         return out
 
+    def server_time(self) -> float:
+        """Redis's clock (unix seconds): the one every lease and progress score uses."""
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1e6
+
     def stalled(self, older_than_ts: float, limit: int = 1000) -> list[str]:
-        """Unfinished jobs without progress since ``older_than_ts`` (unix seconds)."""
+        """Unfinished jobs without progress since ``older_than_ts`` (Redis's unix seconds)."""
         ids: Any = self.redis.zrangebyscore(keys.ACTIVE, "-inf", older_than_ts, start=0, num=limit)
         return [text(i) for i in ids]
 
@@ -268,7 +278,6 @@ class JobStore:
                 entry.model_dump_json(exclude_none=True),
                 lease_ms,
                 max_attempts,
-                now.timestamp(),
                 now.isoformat(),
                 known.model_dump_json(exclude_none=True),
             ],
@@ -278,8 +287,8 @@ class JobStore:
             status = text(reply[1]) if len(reply) > 1 and kind != "locked" else None
             locked_ms = int(text(reply[1])) if kind == "locked" else 0
             return NotClaimed(_UNCLAIMED[kind], status, locked_ms)
-        fence, attempt, previous, holder, unsettled = (text(v) for v in reply[1:6])
-        record = _record(_fields(reply[6]))
+        fence, attempt, previous, holder, unsettled, now_ms = (text(v) for v in reply[1:7])
+        record = _record(_fields(reply[7]))
         assert record is not None
         return Claimed(
             Lease(job_id, fence),
@@ -288,6 +297,7 @@ class JobStore:
             JobStatus(previous),
             took_over=bool(holder),
             unsettled_before=unsettled == "1",
+            server_ms=int(now_ms),
         )
 
     def renew(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
@@ -323,7 +333,6 @@ class JobStore:
                     lease.job_id,
                     lease.fence,
                     _entry(entry, now),
-                    now.timestamp(),
                     now.isoformat(),
                     f"attempts_{give_back}" if give_back else "",
                     *pairs,
@@ -378,7 +387,6 @@ class JobStore:
                     lease.fence,
                     _entry(entry, now),
                     now.isoformat(),
-                    now.timestamp(),
                     error.model_dump_json(),
                     int(load_uncertain),
                     letter,
@@ -399,12 +407,7 @@ class JobStore:
                 self.dead_letters,
                 keys.dead_letter(self.dead_letters, job_id),
             ],
-            args=[
-                job_id,
-                entry.model_dump_json(exclude_none=True),
-                now.timestamp(),
-                now.isoformat(),
-            ],
+            args=[job_id, entry.model_dump_json(exclude_none=True), now.isoformat()],
         )
         return text(previous) == JobStatus.DEAD_LETTERED
 
@@ -417,11 +420,7 @@ class JobStore:
     def record(self, job_id: str, entry: HistoryEntry) -> None:
         """Add a history entry (a note) without changing the status; counts as progress."""
         now = now_utc()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(keys.history(job_id), _entry(entry, now))
-        pipe.hset(keys.job(job_id), "updated_at", now.isoformat())
-        pipe.zadd(keys.ACTIVE, {job_id: now.timestamp()}, xx=True)
-        pipe.execute()
+        self._note(keys=self._job_keys(job_id), args=[job_id, _entry(entry, now), now.isoformat()])
 
     # --- plumbing --------------------------------------------------------------------------
 

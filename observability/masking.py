@@ -1,11 +1,12 @@
 """Card numbers are shown as ``927600******4352`` wherever people or logs see them.
 
-Free text is searched for 13 to 19 digits written together or in groups separated by
-single spaces or dashes (``9276 0044 2464 4352``, ``9276-0044-2464-4352``): the first
-six and the last four digits stay, the separators stay, every other digit becomes
-``*``. Shorter ids (TA codes, amounts, dates) stay readable, and so do digits after a
-decimal point (durations such as 0.07488760000001093). Over-masking a long number
-that is not a card is the safe side of the trade.
+Free text is searched for 13 to 19 digits written together, or in groups of 3 to 6
+digits separated by up to three spaces, tabs, no-break spaces, dashes, dots or slashes
+(``9276 0044 2464 4352``, ``9276-0044-2464-4352``, ``9276.0044.2464.4352``). The
+first six and the last four digits stay, the separators stay, every other digit
+becomes ``*``. Shorter ids (TA codes, amounts, dates) stay readable, and so do the
+digits after a decimal point (durations such as 0.07488760000001093). Over-masking a
+long number that is not a card is the safe side of the trade.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_CARD = re.compile(r"(?<![\d.])\d(?:[ -]?\d){12,18}(?!\d)")
+_SEPARATOR = r"[ \t\u00a0./-]{1,3}"
+# Not right after a digit, nor after "digit." or "digit," (the fraction of a number).
+_START = r"(?<!\d)(?<!\d[.,])"
+_CARD = re.compile(rf"{_START}(?:\d{{13,19}}|\d{{3,6}}(?:{_SEPARATOR}\d{{3,6}}){{1,5}})(?!\d)")
 _DIGIT = re.compile(r"\d")
 SECRET_KEYS = frozenset(
     {"access_token", "authorization", "client_secret", "password", "secret", "token"}
@@ -40,9 +44,17 @@ def _mask_digits(text: str, digits: int) -> str:
     return _DIGIT.sub(star, text)
 
 
+def _mask_match(match: re.Match[str]) -> str:
+    found = match.group()
+    digits = sum(c.isdigit() for c in found)
+    # Groups that add up to fewer than 13 digits are something else: a date, a phone.
+    # More than 19 may hold a card among other digits: masked all the same.
+    return _mask_digits(found, digits) if digits >= 13 else found
+
+
 def mask_text(text: str) -> str:
     """Mask every card-number-like run of digits in free text."""
-    return _CARD.sub(lambda m: _mask_digits(m.group(), sum(c.isdigit() for c in m.group())), text)
+    return _CARD.sub(_mask_match, text)
 
 
 def mask_value(value: Any) -> Any:

@@ -20,15 +20,15 @@ from secuconnect.receipt import render_receipt
 
 
 def load_result(tx: SmartTransaction) -> LoadResult:
+    """The transaction's outcome; balances None if its answer carried none (the card was
+    loaded: a missing balance must not keep the job from succeeding)."""
     balances = tx.balances
-    if balances is None:
-        raise ValueError(f"transaction {tx.id} carries no card balances")
     return LoadResult(
         transaction_id=tx.id,
         status=tx.status,
-        cash_cents=balances.cash_cents,
-        bonus_cents=balances.bonus_cents,
-        total_cents=balances.total_cents,
+        cash_cents=balances.cash_cents if balances else None,
+        bonus_cents=balances.bonus_cents if balances else None,
+        total_cents=balances.total_cents if balances else None,
         receipt=[line.model_dump(mode="json", exclude_none=True) for line in tx.receipt],
         card_number=tx.card_number,
     )
@@ -60,13 +60,19 @@ def succeeded_event(
         enqueued_at=record.enqueued_at,
         transaction_id=result.transaction_id,
         status=result.status,
-        balances=EventBalances(
-            cash_cents=result.cash_cents,
-            bonus_cents=result.bonus_cents,
-            total_cents=result.total_cents,
-        ),
+        balances=_balances(result),
         receipt=EventReceipt(lines=lines, text=render_receipt(parsed.receipt)),
         finished_at=now,
+    )
+
+
+def _balances(result: LoadResult) -> EventBalances | None:
+    if result.cash_cents is None or result.bonus_cents is None or result.total_cents is None:
+        return None
+    return EventBalances(
+        cash_cents=result.cash_cents,
+        bonus_cents=result.bonus_cents,
+        total_cents=result.total_cents,
     )
 
 

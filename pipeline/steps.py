@@ -27,13 +27,15 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
+
 from config import Settings
 from deadletters.store import DeadLetter
 from jobs.leases import LeaseKeeper
 from jobs.model import ErrorInfo, HistoryEntry, JobStatus, now_utc
 from jobs.routing import STEP_STATUSES, Step
 from jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
-from observability import bind_job, get_logger
+from observability import bind_job, get_logger, mask_text
 from pipeline.backoff import backoff_delay_s
 from pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from pipeline.request import build_create_request
@@ -51,10 +53,12 @@ from secuconnect import (
 
 log = get_logger(__name__)
 
-# Statuses in which the payment may still complete: wait and read again.
-_IN_FLIGHT = frozenset({"processing", "approved", "pending"})
+# The statuses that tell what became of a start. "created" does not: a start that was
+# sent and not answered may still land after the read. Any other status (in flight,
+# or one we do not know) may yet load the card, or already has.
+_OK = TransactionStatus.OK.value
 _FAILED = frozenset({TransactionStatus.FAILED.value, TransactionStatus.CANCELLED.value})
-_ADOPTABLE = frozenset({TransactionStatus.CREATED.value, TransactionStatus.OK.value, *_IN_FLIGHT})
+_CREATED = TransactionStatus.CREATED.value
 
 
 def error_info(error: SecuconnectError) -> ErrorInfo:
@@ -71,13 +75,18 @@ def error_info(error: SecuconnectError) -> ErrorInfo:
 
 @dataclass
 class StartWatch:
-    """Whether a start may have loaded the card without our having seen it."""
+    """Whether a start may have loaded the card without our having seen it: from the
+    POST of a start until a read or an answer shows what became of it (ok, failed,
+    cancelled). Reading "created" settles nothing: an unanswered start, ours or a
+    frozen delivery's, may still land after the read."""
 
     unsettled: bool
 
     def observe(self, tx: SmartTransaction) -> None:
-        # Read back: settled, unless the payment is still under way.
-        self.unsettled = tx.status in _IN_FLIGHT
+        if tx.status == _OK or tx.status in _FAILED:
+            self.unsettled = False
+        elif tx.status != _CREATED:
+            self.unsettled = True  # in flight, or a status we do not know
 
 
 @dataclass
@@ -115,8 +124,10 @@ class Pipeline:
         doubt = (
             claim.attempt > 1 or record.reconcile or self.settings.jobs.create_lookup == "always"
         )
+        looked_up = False
         try:
             tx = self._find_created(record.job.idempotency_key) if doubt else None
+            looked_up = doubt
             adopted = tx is not None
             if tx is None:
                 self._still_leased(claim.lease)
@@ -127,7 +138,10 @@ class Pipeline:
                 )
                 tx = self.client.create(request)
         except SecuconnectError as exc:
-            return self._failed(claim, "create", exc, None)
+            # A record that may have lost a started transaction, not looked up: maybe loaded.
+            return self._failed(
+                claim, "create", exc, StartWatch(record.reconcile and not looked_up)
+            )
         log.info("transaction.found" if adopted else "transaction.created", transaction_id=tx.id)
         self.store.finish_step(
             claim.lease,
@@ -138,18 +152,25 @@ class Pipeline:
         return Continue("start")
 
     def _find_created(self, merchant_ref: str) -> SmartTransaction | None:
-        found = [
+        """The job's transaction, if an earlier create made one. Each candidate is read
+        (a search index may lag behind a start); every status but failed or cancelled
+        counts, and one paid, being paid, or in a status we do not know wins over one
+        still created. The others are never started."""
+        listed = [
             tx
             for tx in self.client.find_by_merchant_ref(merchant_ref)
-            if tx.merchant_ref == merchant_ref and tx.status in _ADOPTABLE
+            if tx.merchant_ref == merchant_ref
         ]
+        found = [tx for tx in map(self._reread, listed) if tx.status not in _FAILED]
         if len(found) > 1:
             log.warning(
                 "transaction.duplicates", merchant_ref=merchant_ref, ids=[tx.id for tx in found]
             )
-        # One already paid (or being paid) wins; otherwise the oldest. Others never start.
-        paid = [tx for tx in found if tx.status != TransactionStatus.CREATED]
-        return (paid or found)[0] if found else None
+        started = [tx for tx in found if tx.status != _CREATED]
+        return (started or found)[0] if found else None
+
+    def _reread(self, tx: SmartTransaction) -> SmartTransaction:
+        return self.client.get(tx.id)
 
     # --- start ----------------------------------------------------------------------------
 
@@ -161,7 +182,7 @@ class Pipeline:
             tx = self._pay(claim, watch)
         except SecuconnectError as exc:
             return self._failed(claim, "start", exc, watch)
-        if tx.status == TransactionStatus.OK:
+        if tx.status == _OK:
             return self._succeed(claim, tx)
         if tx.status in _FAILED:
             info = ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
@@ -176,7 +197,7 @@ class Pipeline:
         if claim.attempt > 1 or record.reconcile or claim.unsettled_before:
             # An earlier start may have loaded the card: read before repeating it.
             tx = self._read(tx_id, watch)
-            if tx.status != TransactionStatus.CREATED:
+            if tx.status != _CREATED:
                 return tx
         self._still_leased(claim.lease)
         before, watch.unsettled = watch.unsettled, True
@@ -188,8 +209,9 @@ class Pipeline:
         except PermanentError:
             # "Not allowed" may mean another delivery started it (and may be loading now).
             tx = self._read(tx_id, watch)
-            if tx.status == TransactionStatus.CREATED:
-                raise  # a real refusal: still created, so nothing was loaded
+            if tx.status == _CREATED:
+                watch.unsettled = before  # this start was refused; earlier ones stay open
+                raise
             return tx
         watch.observe(tx)
         return tx
@@ -203,9 +225,8 @@ class Pipeline:
     def _wait_for_payment(self, claim: Claimed, tx: SmartTransaction, watch: StartWatch) -> Outcome:
         """Read an in-flight payment again later; the wait gives the attempt back (it is
         not a try), until the payment timeout makes it a dead letter, possibly loaded."""
-        now = now_utc()
-        since = claim.record.pending_since or now
-        waited_s = (now - since).total_seconds()
+        since_ms = claim.record.pending_since_ms or claim.server_ms  # Redis's clock
+        waited_s = (claim.server_ms - since_ms) / 1000
         info = ErrorInfo(kind="pending", message=f"transaction {tx.id} is {tx.status}")
         if waited_s > self.settings.jobs.payment_timeout_s:
             message = f"{info.message} {waited_s:.0f} s after it was first seen so"
@@ -223,7 +244,7 @@ class Pipeline:
         )
         fields: dict[str, str | int] = {
             "start_unsettled": int(watch.unsettled),
-            "pending_since": since.isoformat(),
+            "pending_since_ms": since_ms,
         }
         self.store.finish_step(claim.lease, entry, fields, give_back="start")
         log.info("payment.pending", status=tx.status, delay_s=round(delay, 2))
@@ -248,14 +269,16 @@ class Pipeline:
         self, claim: Claimed, step: Step, exc: SecuconnectError, watch: StartWatch | None
     ) -> Outcome:
         info = error_info(exc)
+        if isinstance(exc, TokenUnavailableError):
+            # No token mid-step (a refused token could not be replaced): the job waits,
+            # the attempt is given back, and it is never a reason to dead-letter.
+            return self._retry(claim, step, info, watch, exc.retry_after_s, give_back=True)
         if isinstance(exc, PermanentError):
             return self._dead_letter(claim, info, watch)
         if claim.attempt >= self.settings.retry.max_attempts:
             message = f"{info.message} (after {claim.attempt} attempts)"
             return self._dead_letter(claim, info.model_copy(update={"message": message}), watch)
-        retry_after = (
-            exc.retry_after_s if isinstance(exc, RateLimitedError | TokenUnavailableError) else None
-        )
+        retry_after = exc.retry_after_s if isinstance(exc, RateLimitedError) else None
         return self._retry(claim, step, info, watch, retry_after)
 
     def _exhausted(self, claim: Claimed, step: Step, watch: StartWatch | None) -> Outcome:
@@ -270,6 +293,8 @@ class Pipeline:
         info: ErrorInfo,
         watch: StartWatch | None,
         retry_after: float | None = None,
+        *,
+        give_back: bool = False,
     ) -> Outcome:
         retry = self.settings.retry
         delay = backoff_delay_s(
@@ -286,8 +311,8 @@ class Pipeline:
             error=info,
             note=f"retry in {delay:.1f} s",
         )
-        fields = {"start_unsettled": int(watch.unsettled)} if watch else {}
-        self.store.finish_step(claim.lease, entry, fields)
+        fields = {"start_unsettled": int(watch.unsettled)} if watch and step == "start" else {}
+        self.store.finish_step(claim.lease, entry, fields, give_back=step if give_back else None)
         log.warning(
             "step.retry",
             error_kind=info.kind,
@@ -297,16 +322,18 @@ class Pipeline:
         )
         return RetryLater(delay, info.message)
 
-    def _dead_letter(self, claim: Claimed, info: ErrorInfo, watch: StartWatch | None) -> Outcome:
+    def _dead_letter(
+        self, claim: Claimed, info: ErrorInfo, watch: StartWatch | None, *, settle: bool = True
+    ) -> Outcome:
         record = claim.record
-        if watch is not None and watch.unsettled and record.transaction_id:
+        if settle and watch is not None and watch.unsettled and record.transaction_id:
             # Before the failure is final, settle what an unanswered start may have done.
             try:
                 tx = self._read(record.transaction_id, watch)
             except SecuconnectError as exc:
                 log.warning("transaction.unreadable", error=exc.message)
             else:
-                if tx.status == TransactionStatus.OK:
+                if tx.status == _OK:
                     return self._succeed(claim, tx)
         uncertain = bool(watch and watch.unsettled)
         now = now_utc()
@@ -373,15 +400,37 @@ class Pipeline:
         try:
             return run(claim)
         except FenceLost as exc:
-            # Not ignored: nothing of this delivery was written, so the step runs again,
-            # claims anew and reads the API before it acts.
-            log.warning("job.fence_lost", holder=exc.holder)
-            return RetryLater(self.settings.retry.base_backoff_s, str(exc))
+            return self._fence_lost(exc)
+        except redis.RedisError:
+            self._release(claim.lease)  # Redis unreachable: the task retries the step
+            raise
+        except Exception as exc:
+            return self._crashed(claim, step, exc)
+        finally:
+            self.leases.drop(claim.lease)
+
+    def _fence_lost(self, exc: FenceLost) -> Outcome:
+        # Not ignored: nothing of this delivery was written, so the step runs again,
+        # claims anew and reads the API before it acts.
+        log.warning("job.fence_lost", holder=exc.holder)
+        return RetryLater(self.settings.retry.base_backoff_s, str(exc))
+
+    def _crashed(self, claim: Claimed, step: Step, exc: Exception) -> Outcome:
+        """A step that failed in a way nobody planned for (a bug, an answer we cannot
+        use): retried like a failed attempt, and dead-lettered when the attempts are
+        used up, without another read (that may be what fails), as possibly loaded."""
+        log.exception("step.crashed", error_type=type(exc).__name__)
+        info = ErrorInfo(kind="internal", message=f"{type(exc).__name__}: {mask_text(str(exc))}")
+        watch = StartWatch(True) if step == "start" else None  # a start may have been sent
+        try:
+            if claim.attempt >= self.settings.retry.max_attempts:
+                return self._dead_letter(claim, info, watch, settle=False)
+            return self._retry(claim, step, info, None)
+        except FenceLost as lost:
+            return self._fence_lost(lost)
         except Exception:
             self._release(claim.lease)
             raise
-        finally:
-            self.leases.drop(claim.lease)
 
     def _not_claimed(self, job_id: str, claim: NotClaimed) -> Outcome:
         match claim.reason:

@@ -9,21 +9,27 @@ reordering its rows enqueues only what was not enqueued before:
   the same in every file and batch (use one reference per load, for good:
   ``2026-11-emp-001``, not ``emp-001``);
 * a row without one needs the batch's name (``--name``, given by the operator, one
-  per batch: ``payroll-2026-11``): key ``batch:<name>:<card, amount and currency>:<n>``,
-  the n-th row of that content in the file. Without a name such a row is refused
-  (the rows that have references still go through).
+  per batch: ``payroll-2026-11``, letter case ignored): key
+  ``batch:<name>:<digest>:<n>`` for the n-th row of its content (card, amount,
+  currency) in the file. The digest is an HMAC under ``CARDLOAD_JOBS_ROW_KEY_SECRET``,
+  so a key shown next to a masked card does not give the card number away. Without a
+  name or the secret such a row is refused (the rows with references still go through);
+* in a named batch, a row whose key is new but whose content matches a job an earlier
+  submission of the batch enqueued under another key (a reference column added or
+  removed since) is that job, not a new load.
 
-The batch id is the name, or without one a digest of the rows' meaning.
+The batch id is the name, or without one a digest of the rows' keys.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +38,7 @@ from typing import Any
 
 from jobs import keys
 from jobs.model import CardLoadJob, JobSource, now_utc
+from jobs.replies import text
 from jobs.store import Admission, IdempotencyConflict
 from producers.amounts import AmountError, parse_amount
 from producers.enqueue import CardLoadProducer
@@ -142,15 +149,18 @@ def _check_fields(number: int, data: dict[str, Any], max_cents: int) -> Row | Ro
     return Row(number, card, cents, currency, reference)
 
 
-def _batch_id(name: str | None, rows: list[Row], invalid: list[RowError]) -> str:
+def _batch_id(name: str | None, row_keys: list[str], invalid: list[RowError]) -> str:
     if name is not None:
         return name
-    meaning = sorted(f"{r.content}|{r.reference}" for r in rows)
-    meaning += sorted(f"invalid|{e.row}|{e.field}|{e.reason}" for e in invalid)
+    # The rows' keys and the reasons rows were refused: what the file means, without
+    # its card numbers (a digest of those could be brute-forced back).
+    meaning = sorted(row_keys) + sorted(f"{e.row}|{e.field}|{e.reason}" for e in invalid)
     return "batch_" + hashlib.sha256("\n".join(meaning).encode()).hexdigest()[:24]
 
 
-def _keys(rows: list[Row], name: str | None) -> Iterator[tuple[Row, str | RowError]]:
+def _keys(
+    rows: list[Row], name: str | None, secret: bytes | None
+) -> Iterator[tuple[Row, str | RowError]]:
     """Each row's idempotency key, or why it has none."""
     seen_refs: dict[str, int] = {}
     occurrences: Counter[str] = Counter()
@@ -164,21 +174,31 @@ def _keys(rows: list[Row], name: str | None) -> Iterator[tuple[Row, str | RowErr
         elif name is None:
             reason = "empty: name the batch (--name) to key rows without a reference"
             yield row, RowError(row.row, "reference", reason)
+        elif secret is None:
+            reason = "empty: rows without a reference need CARDLOAD_JOBS_ROW_KEY_SECRET set"
+            yield row, RowError(row.row, "reference", reason)
         else:
             occurrences[row.content] += 1
-            digest = hashlib.sha256(row.content.encode()).hexdigest()[:20]
-            yield row, f"batch:{name}:{digest}:{occurrences[row.content]}"
+            mac = hmac.new(secret, f"{name}|{row.content}".encode(), hashlib.sha256)
+            yield row, f"batch:{name}:{mac.hexdigest()[:32]}:{occurrences[row.content]}"
 
 
 def parse_batch(
-    content: bytes, name: str, max_cents: int, *, batch_name: str | None = None
+    content: bytes,
+    name: str,
+    max_cents: int,
+    *,
+    batch_name: str | None = None,
+    row_key_secret: bytes | None = None,
 ) -> tuple[str, list[ParsedRow], list[RowError]]:
     """The batch id, the rows to enqueue and the rows refused (with row, field, reason)."""
-    if batch_name is not None and not BATCH_NAME.match(batch_name):
-        raise BatchFileError(
-            f"batch name {batch_name!r}: 1 to 100 letters, digits, '.', '_', ':' or '-', "
-            "starting with a letter or digit"
-        )
+    if batch_name is not None:
+        if not BATCH_NAME.match(batch_name):
+            raise BatchFileError(
+                f"batch name {batch_name!r}: 1 to 100 letters, digits, '.', '_', ':' or '-', "
+                "starting with a letter or digit"
+            )
+        batch_name = batch_name.lower()  # one batch, however it is spelt
     rows: list[Row] = []
     invalid: list[RowError] = []
     for number, data in _records(content, name):
@@ -187,9 +207,9 @@ def parse_batch(
             invalid.append(checked)
         else:
             rows.append(checked)
-    keyed = list(_keys(rows, batch_name))
+    keyed = list(_keys(rows, batch_name, row_key_secret))
     invalid += [key for _, key in keyed if isinstance(key, RowError)]
-    batch_id = _batch_id(batch_name, rows, invalid)
+    batch_id = _batch_id(batch_name, [k for _, k in keyed if isinstance(k, str)], invalid)
     valid = [
         ParsedRow(row.row, _job(row, key, batch_id), row.reference)
         for row, key in keyed
@@ -217,11 +237,16 @@ def submit_batch(
     name: str | None = None,
 ) -> BatchResult:
     content = path.read_bytes()
+    jobs = producer.settings.jobs
+    secret = jobs.row_key_secret.get_secret_value().encode() if jobs.row_key_secret else None
     batch_id, valid, invalid = parse_batch(
-        content, path.name, producer.settings.jobs.max_amount_cents, batch_name=name
+        content, path.name, jobs.max_amount_cents, batch_name=name, row_key_secret=secret
     )
     result = BatchResult(batch_id, rows=len(valid) + len(invalid), invalid=list(invalid))
     rows: dict[str, int] = {}
+    if name is not None:
+        valid, rows = _match_earlier(producer, batch_id, valid)
+        result.already_known = len(rows)
     for start in range(0, len(valid), CHUNK):
         chunk = valid[start : start + CHUNK]
         for parsed, outcome in zip(
@@ -247,6 +272,39 @@ def submit_batch(
     result.invalid.sort(key=lambda e: e.row)
     _save(producer, result, path.name, rows)
     return result
+
+
+def _content(job: CardLoadJob) -> tuple[str | None, int, str]:
+    return job.card_number, job.amount_cents, job.currency
+
+
+def _match_earlier(
+    producer: CardLoadProducer, batch_id: str, valid: list[ParsedRow]
+) -> tuple[list[ParsedRow], dict[str, int]]:
+    """Rows an earlier submission of this batch enqueued under another key (a reference
+    added or removed since): each row whose key is new takes, by content, one of the
+    batch's jobs that no row of this file holds by key. The rows left to enqueue, and
+    the matched jobs with their rows."""
+    store = producer.store
+    earlier = [text(job_id) for job_id in store.redis.hkeys(keys.batch_rows(batch_id))]
+    if not earlier:
+        return valid, {}
+    by_key = store.job_ids_for_keys([p.job.idempotency_key for p in valid])
+    held = {job_id for job_id in by_key if job_id}
+    pool: defaultdict[tuple[str | None, int, str], list[str]] = defaultdict(list)
+    unheld = [job_id for job_id in earlier if job_id not in held]
+    for record in store.load_many(unheld, history=False):
+        if record is not None:
+            pool[_content(record.job)].append(record.job.job_id)
+    left: list[ParsedRow] = []
+    matched: dict[str, int] = {}
+    for parsed, existing in zip(valid, by_key, strict=True):
+        same = pool.get(_content(parsed.job)) if existing is None else None
+        if same:
+            matched[same.pop(0)] = parsed.row
+        else:
+            left.append(parsed)
+    return left, matched
 
 
 def _save(producer: CardLoadProducer, result: BatchResult, name: str, rows: dict[str, int]) -> None:

@@ -75,6 +75,10 @@ def _error_text(record: JobRecord) -> str:
     )
 
 
+def _cents(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
 def _line(row: int, job_id: str, record: JobRecord | None, mask: bool) -> dict[str, object]:
     if record is None:
         return {"row": row, "outcome": "missing", "job_id": job_id}
@@ -87,9 +91,9 @@ def _line(row: int, job_id: str, record: JobRecord | None, mask: bool) -> dict[s
         "amount_cents": job.amount_cents,
         "currency": job.currency,
         "transaction_id": record.transaction_id or "",
-        "new_balance_cents": result.total_cents if result else "",
-        "new_cash_cents": result.cash_cents if result else "",
-        "new_bonus_cents": result.bonus_cents if result else "",
+        "new_balance_cents": _cents(result.total_cents) if result else "",
+        "new_cash_cents": _cents(result.cash_cents) if result else "",
+        "new_bonus_cents": _cents(result.bonus_cents) if result else "",
         "error": _error_text(record) if record.status.value == "dead_lettered" else "",
         "job_id": job_id,
     }

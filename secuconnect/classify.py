@@ -1,7 +1,8 @@
 """Pure decisions: which failure is which branch of the error tree.
 
 Only POST calls can be ambiguous: a GET repeated is harmless, a POST whose response
-was lost (timeout, reset, a garbled body) or answered by a 5xx or 408 may already have
+was lost (timeout, reset, a garbled body) or answered by a 5xx, a 408, or a 4xx that is
+not the API's own (no API error body: a firewall or proxy answered) may already have
 taken effect. No status proves "not processed" for a POST: a gateway answers 503 or 408
 when the API behind it is merely slow, and the API may still commit what it received.
 """
@@ -89,11 +90,15 @@ def classify_response(
         return RateLimitedError(
             message, retry_after_s=parse_retry_after(retry_after), api_error=api_error
         )
-    if status >= 500 or status in _MAYBE_PROCESSED_4XX:
+    if status < 400 or status in _RETRYABLE_4XX:
+        # A redirect is not the API's answer (a gateway sending us elsewhere, a
+        # maintenance page): nothing was processed where we sent it.
+        return RetryableError(message, http_status=status, api_error=api_error)
+    # A 4xx without the API's error body came from something in front of the API (a
+    # firewall, a proxy): not the API's refusal, never a reason to give a job up.
+    if status >= 500 or status in _MAYBE_PROCESSED_4XX or api_error is None:
         if method == "POST":
             return AmbiguousError(message, http_status=status, api_error=api_error)
-        return RetryableError(message, http_status=status, api_error=api_error)
-    if status in _RETRYABLE_4XX:
         return RetryableError(message, http_status=status, api_error=api_error)
     if status == 404:
         return NotFoundError(message, http_status=status, api_error=api_error)

@@ -5,8 +5,9 @@ itself, after its state is saved, instead of relying on a Celery ``chain`` signa
 a chain's remainder can be lost after a retry (celery #6631), while a saved state plus
 an explicit send survives redelivery and the stall sweep. A send that fails (the
 broker unreachable after kombu's own retries) retries this task, whose next run finds
-the state saved and sends again. The result event needs no message at all: it is
-written with the success.
+the state saved and sends again; and if not even the retry can be published, the
+message is handed back to the broker rather than acknowledged away. The result event
+needs no message at all: it is written with the success.
 
 Task arguments are the job id only, so no card number reaches the broker or Flower.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES
@@ -31,7 +33,23 @@ log = get_logger(__name__)
 TRANSIENT = (redis.RedisError, OperationalError)
 SEND_RETRY_S = 2.0
 
+class CardLoadTask(Task):
+    """A task whose retries are never acknowledged away."""
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            # Celery could not publish the retry (the broker is down) and would drop the
+            # message: hand it back instead, so it runs again (at once, or after the
+            # visibility timeout if the broker cannot take it back either).
+            raise Reject(exc.reason, requeue=True) from exc
+
+
 _OPTIONS: dict[str, Any] = {
+    "base": CardLoadTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,

@@ -38,6 +38,7 @@ def assert_seed_result(event: CardLoadSucceeded, record: JobRecord | None) -> No
     """The seed's acceptance case: its balances, and its receipt line for line
     (unmasked in the job record, masked in the event)."""
     balances = event.balances
+    assert balances is not None
     assert (balances.cash_cents, balances.bonus_cents, balances.total_cents) == (2200, 810, 3010)
     seed_receipt = seed("03-start-response-excerpt.json")["receipt"]
     assert event.receipt.lines == mask_receipt(seed_receipt)
@@ -50,7 +51,12 @@ def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
     defaults: dict[str, dict[str, Any]] = {
         "secuconnect": {"connect_timeout_s": 1.0, "read_timeout_s": 5.0},
         "retry": {"max_attempts": 4, "base_backoff_s": 0.05, "max_backoff_s": 0.5},
-        "jobs": {"visibility_timeout_s": 10, "stall_after_s": 60, "lease_s": 3.0},
+        "jobs": {
+            "visibility_timeout_s": 10,
+            "stall_after_s": 60,
+            "lease_s": 3.0,
+            "row_key_secret": "test-row-key-secret",
+        },
         "events": {"stream": "test:events", "dead_letters": "test:dlq"},
         "log": {"format": "console", "level": "INFO"},
     }

@@ -10,7 +10,6 @@ idempotent, so a message that was merely slow, not lost, costs a duplicate no-op
 from __future__ import annotations
 
 import threading
-import time
 
 import redis
 from celery import Celery
@@ -19,7 +18,7 @@ from config import Settings, load_settings
 from jobs import keys
 from jobs.model import HistoryEntry, JobStatus
 from jobs.routing import STEP_FOR_STATUS
-from jobs.store import JobStore
+from jobs.store import JobStore, job_store
 from observability import get_logger
 from worker.dispatch import Dispatch, send_steps
 
@@ -29,11 +28,17 @@ log = get_logger(__name__)
 def recover_stalled(
     app: Celery, store: JobStore, stall_after_s: float, now: float | None = None
 ) -> int:
-    """Send the current step of every stalled job again; returns how many."""
-    cutoff = (now if now is not None else time.time()) - stall_after_s
+    """Send the current step of every stalled job again; returns how many. Progress is
+    measured on Redis's clock, so the hosts' clocks need not agree."""
+    cutoff = (now if now is not None else store.server_time()) - stall_after_s
     items: list[tuple[Dispatch, JobStatus]] = []
     for job_id in store.stalled(cutoff):
-        record = store.load(job_id, history=False)
+        try:
+            record = store.load(job_id, history=False)
+        except (ValueError, KeyError) as exc:
+            # One broken record must not stop the sweep of all the others.
+            log.error("sweeper.unreadable_job", job_id=job_id, error=repr(exc))
+            continue
         if record is not None and record.status in STEP_FOR_STATUS:
             step = STEP_FOR_STATUS[record.status]
             items.append((Dispatch(step, job_id, "recovered"), record.status))
@@ -50,7 +55,7 @@ def recover_stalled(
 
 def _loop(app: Celery, settings: Settings, stop: threading.Event) -> None:
     client = redis.Redis.from_url(settings.redis_url)
-    store = JobStore(client)
+    store = job_store(client, settings)
     interval_s = min(60.0, settings.jobs.stall_after_s / 4)
     while not stop.wait(interval_s):
         try:
@@ -58,6 +63,8 @@ def _loop(app: Celery, settings: Settings, stop: threading.Event) -> None:
                 recover_stalled(app, store, settings.jobs.stall_after_s)
         except redis.RedisError as exc:
             log.warning("sweeper.redis_error", error=str(exc))
+        except Exception:  # the backstop against lost jobs must outlive any one failure
+            log.exception("sweeper.failed")
 
 
 def start_sweeper(app: Celery) -> threading.Event:

@@ -109,7 +109,8 @@ def test_claims_count_attempts_and_keep_history(store: JobStore) -> None:
     )
     second = claimed(store, j.job_id)
     assert (second.attempt, second.previous) == (2, JobStatus.CREATING)
-    assert int(second.lease.fence) > int(first.lease.fence)
+    assert second.lease.fence != first.lease.fence
+    assert int(second.lease.fence.split("-")[0]) == int(first.lease.fence.split("-")[0]) + 1
     store.finish_step(
         second.lease,
         HistoryEntry(status=JobStatus.CREATED, step="create"),
@@ -202,6 +203,17 @@ def test_another_server_means_doubt(store: JobStore) -> None:
     assert claimed(store, j.job_id).record.reconcile  # stays until a step settles it
 
 
+def test_fences_name_the_server_that_gave_them(store: JobStore) -> None:
+    """A Redis restored from a snapshot counts fences from an older value again; its
+    tokens still differ from the old server's, so a pre-crash holder stays fenced out."""
+    j = job()
+    store.admit(j)
+    fence = claimed(store, j.job_id).lease.fence
+    counter, run_id, _ = fence.split("-")
+    server: Any = store.redis.info("server")
+    assert (counter, run_id) == ("1", server["run_id"])
+
+
 def test_a_server_that_hides_info_means_doubt_every_time() -> None:
     """Where INFO is disabled, the server cannot be recognised: every claim doubts."""
     with redis_server("--rename-command", "INFO", "") as url:
@@ -281,7 +293,7 @@ def test_lease_keeper_renews_and_notices_a_takeover(store: JobStore) -> None:
     try:
         keeper.renew_all()
         assert 900 < claim(store, j.job_id).locked_ms <= 1000
-        store.redis.hset(keys.job(j.job_id), "lock", "999")  # another delivery's fence
+        store.redis.hset(keys.job(j.job_id), "lock", "9-x-1")  # another delivery's fence
         keeper.renew_all()
         assert keeper.lost(held.lease)
     finally:

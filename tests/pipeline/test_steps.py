@@ -4,9 +4,11 @@ reconciliation and dead-letter path, fast and without Celery."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -17,6 +19,7 @@ from jobs.store import Claimed
 from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
 from pipeline.runtime import build_pipeline
 from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
+from secuconnect import TokenUnavailableError
 from tests.services import in_thread, wait_for
 from tests.support import assert_seed_result, make_settings, seed
 
@@ -155,9 +158,10 @@ def test_exhausted_retries_then_replay_loads_once(app: SandboxApp, pipeline: Pip
     assert letter.error.kind == "ambiguous" and "after 4 attempts" in letter.error.message
     assert app.world.ledger == []
     [failed] = events(pipeline)
-    # The transaction, read before the failure became final, was still created: not loaded.
-    assert isinstance(failed, CardLoadFailed) and not failed.load_uncertain
-    assert not letter.load_uncertain
+    # The last start was answered 503 by a gateway: the API behind it may still commit
+    # it after any read that shows "created". So the card may be loaded; replay settles.
+    assert isinstance(failed, CardLoadFailed) and failed.load_uncertain
+    assert letter.load_uncertain
 
     faults(app)
     assert pipeline.store.reopen(job_id)
@@ -202,7 +206,8 @@ def test_commit_then_lose_on_create_makes_one_transaction(
     job_id = admit(pipeline)
     run(pipeline, job_id)
     assert len(app.world.transactions) == 1
-    assert app.requests["create"] == 1 and app.requests["list"] == 1  # found by merchantRef
+    # Looked up before each create (CARDLOAD_JOBS_CREATE_LOOKUP=always): found the lost one.
+    assert app.requests["create"] == 1 and app.requests["list"] == 2
     assert len(app.world.ledger) == 1
     assert [e.type for e in events(pipeline)] == ["card_load.succeeded"]
 
@@ -217,7 +222,8 @@ def test_commit_then_lose_on_start_loads_once(
     assert app.requests["start"] == 1 and app.requests["get"] == 1
     assert len(app.world.ledger) == 1
     [event] = events(pipeline)
-    assert isinstance(event, CardLoadSucceeded) and event.balances.cash_cents == 2200
+    assert isinstance(event, CardLoadSucceeded) and event.balances is not None
+    assert event.balances.cash_cents == 2200
 
 
 def test_a_second_transaction_for_the_same_job_is_never_started(
@@ -273,7 +279,7 @@ def test_issue_a_card_from_a_card_group(app: SandboxApp, pipeline: Pipeline) -> 
     job_id = admit(pipeline, card_number=None, card_group_id=GIFT_GROUP_ID, amount_cents=5000)
     run(pipeline, job_id)
     [event] = events(pipeline)
-    assert isinstance(event, CardLoadSucceeded)
+    assert isinstance(event, CardLoadSucceeded) and event.balances is not None
     assert event.balances.total_cents == 5000
     assert event.card_number and event.card_number.startswith("92761")
 
@@ -354,7 +360,8 @@ def test_a_payment_that_is_still_processing_is_read_again(
     assert app.requests["start"] == 1 and app.requests["get"] == 1
     assert len(app.world.ledger) == 1
     [event] = events(pipeline)
-    assert isinstance(event, CardLoadSucceeded) and event.balances.cash_cents == 2200
+    assert isinstance(event, CardLoadSucceeded) and event.balances is not None
+    assert event.balances.cash_cents == 2200
 
 
 def test_a_delivery_that_lost_its_lease_writes_nothing_and_runs_again(
@@ -413,7 +420,7 @@ def test_a_gateway_error_after_the_create_committed_makes_one_transaction(
     faults(app, {"kind": "commit_then_lose", "endpoint": "create", "lose_as": status, "times": 1})
     job_id = admit(pipeline)
     assert run(pipeline, job_id)[-1] == Finished("succeeded")
-    assert len(app.world.transactions) == 1 and app.requests["list"] == 1
+    assert len(app.world.transactions) == 1 and app.requests["list"] == 2  # before each create
     assert len(app.world.ledger) == 1
 
 
@@ -515,4 +522,192 @@ def test_one_token_fetch_however_many_steps_wait_for_it(
     records = pipeline.store.load_many(jobs, history=False)
     assert all(r is not None and r.status is JobStatus.SUCCEEDED for r in records)
     assert all(r is not None and r.attempts == {"create": 1, "start": 1} for r in records)
+    pipeline.leases.stop()
+
+
+def test_the_success_event_is_out_when_the_start_step_returns(
+    app: SandboxApp, pipeline: Pipeline
+) -> None:
+    """No message between the success and its event that could be lost: the start step
+    that loads the card has announced it by the time it returns."""
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+    assert pipeline.start(job_id) == Finished("succeeded")  # nothing more to send
+    [event] = events(pipeline)
+    assert isinstance(event, CardLoadSucceeded) and event.job_id == job_id
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.done
+
+
+# --- what a dead letter says, and what never becomes one ----------------------------------
+
+
+def test_a_takeover_on_the_last_attempt_leaves_the_load_open(
+    app: SandboxApp, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holds the last start attempt and freezes just before its POST; its lease runs
+    out, B claims one attempt too many and reads "created". A's POST may still land (it
+    does here): B's dead letter must say the card may have been loaded."""
+    settings = make_settings("redis://unused", "http://sandbox.test", retry={"max_attempts": 2})
+    a, b = (
+        build_pipeline(settings, client=real_redis, transport=pipeline_transport(app))
+        for _ in range(2)
+    )
+    job_id = admit(a)
+    assert a.create(job_id) == Continue("start")
+    faults(app, {"kind": "error_503", "endpoint": "start", "times": 1})
+    assert isinstance(a.start(job_id), RetryLater)  # attempt 1: ambiguous
+    real_start = a.client.start
+    seen: list[Outcome] = []
+
+    def frozen_start(tx: str, method: str | None) -> Any:
+        real_redis.hset(keys.job(job_id), "lock_until_ms", 0)  # A froze; its lease ran out
+        seen.append(b.start(job_id))
+        return real_start(tx, method)  # A wakes: its start goes out, and loads the card
+
+    monkeypatch.setattr(a.client, "start", frozen_start)
+    assert isinstance(a.start(job_id), RetryLater)  # A's writes are fenced off
+    assert seen == [Finished("dead-lettered")]
+    letter = DeadLetterStore(real_redis, "test:dlq").get(job_id)
+    assert len(app.world.ledger) == 1
+    assert letter is not None and letter.load_uncertain
+    for pipeline in (a, b):
+        pipeline.leases.stop()
+
+
+class DelayedCommit(httpx.BaseTransport):
+    """A gateway that answers 503 to the first start at once while the API behind it
+    holds the request and commits it later, after any read."""
+
+    def __init__(self, app: SandboxApp) -> None:
+        self.inner = pipeline_transport(app)
+        self.held: httpx.Request | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/start") and self.held is None:
+            request.read()
+            self.held = request
+            return httpx.Response(503, html="<html>503</html>", request=request)
+        return self.inner.handle_request(request)
+
+
+def test_a_start_answered_503_stays_open_however_often_it_reads_created(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    transport = DelayedCommit(app)
+    settings = make_settings("redis://unused", "http://sandbox.test", retry={"max_attempts": 1})
+    pipeline = build_pipeline(settings, client=real_redis, transport=transport)
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+    assert pipeline.start(job_id) == Finished("dead-lettered")  # read back: still created
+    assert transport.held is not None
+    transport.inner.handle_request(transport.held)  # ... and then the API commits it
+    letter = dead_letter(pipeline, job_id)
+    assert len(app.world.ledger) == 1
+    assert letter is not None and letter.load_uncertain
+    pipeline.store.reopen(job_id)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")  # the replay settles it
+    assert len(app.world.ledger) == 1
+    pipeline.leases.stop()
+
+
+def test_a_status_we_do_not_know_is_waited_on_and_failed_as_possibly_loaded(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    settings = make_settings(
+        "redis://unused", "http://sandbox.test", jobs={"payment_timeout_s": 10}
+    )
+    pipeline = build_pipeline(settings, client=real_redis, transport=pipeline_transport(app))
+    job_id = admit(pipeline)
+    tx_id = created_tx(pipeline, job_id)
+    app.engine.start(tx_id, None)
+    app.world.transactions[tx_id].status = "collected"  # a status we do not know
+    outcome = pipeline.start(job_id)
+    assert isinstance(outcome, RetryLater) and "is collected" in outcome.reason
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.attempts == {"create": 1}  # waiting is no attempt
+    real_redis.hset(keys.job(job_id), "pending_since_ms", 1)  # long ago: the timeout passed
+    assert pipeline.start(job_id) == Finished("dead-lettered")
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and letter.load_uncertain and letter.error.kind == "pending"
+    pipeline.leases.stop()
+
+
+class NoBalances(httpx.BaseTransport):
+    """The API's answers carry the card without its balances."""
+
+    def __init__(self, app: SandboxApp) -> None:
+        self.inner = pipeline_transport(app)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if "/Smart/Transactions/" in request.url.path and response.status_code == 200:
+            body = json.loads(response.content)
+            for ident in body.get("idents") or []:
+                (ident.get("merchantcard") or {}).pop("balance", None)
+            return httpx.Response(200, json=body, request=request)
+        return response
+
+
+def test_a_load_whose_answer_has_no_balances_still_succeeds(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    settings = make_settings("redis://unused", "http://sandbox.test")
+    pipeline = build_pipeline(settings, client=real_redis, transport=NoBalances(app))
+    job_id = admit(pipeline)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")
+    [event] = events(pipeline)
+    assert isinstance(event, CardLoadSucceeded) and event.balances is None
+    assert event.receipt.lines  # the receipt still says what was loaded
+    pipeline.leases.stop()
+
+
+def test_a_step_that_crashes_is_retried_then_dead_lettered_never_looping(
+    app: SandboxApp, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+
+    def broken(*_: Any) -> Any:
+        raise KeyError("an answer nobody planned for")
+
+    monkeypatch.setattr(pipeline.client, "get", broken)
+    faults(app, {"kind": "error_503", "endpoint": "start", "times": 1})
+    outcomes = run(pipeline, job_id, first="start")
+    assert outcomes[-1] == Finished("dead-lettered")
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and letter.error.kind == "internal"
+    assert letter.load_uncertain  # its start was answered 503: it may have landed
+    assert "KeyError" in letter.error.message
+
+
+def test_no_token_mid_step_is_a_wait_not_a_dead_letter(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    """The cached token is refused (revoked early) and no new one can be had: the step
+    gives its attempt back and waits, however often it happens."""
+    settings = make_settings("redis://unused", "http://sandbox.test", retry={"max_attempts": 2})
+    pipeline = build_pipeline(settings, client=real_redis, transport=pipeline_transport(app))
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+
+    def token_back() -> bool:
+        try:
+            pipeline.client.authenticate()
+        except TokenUnavailableError:
+            return False
+        return True
+
+    for _ in range(4):
+        app.auth.expire_all()  # the token in the cache is refused by the API...
+        faults(app, {"kind": "error_503", "endpoint": "token", "times": 1})  # ...no new one
+        outcome = pipeline.start(job_id)
+        assert isinstance(outcome, RetryLater) and "token" in outcome.reason
+        wait_for(token_back, 5, "the token backoff to pass")
+        app.auth.expire_all()
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.STARTING
+    assert record.attempts == {"create": 1}  # every wait given back
+    faults(app)
+    assert run(pipeline, job_id, first="start")[-1] == Finished("succeeded")
     pipeline.leases.stop()

@@ -7,6 +7,7 @@ import pytest
 from producers.batch import BatchFileError, parse_batch
 
 MAX = 50_000
+SECRET = b"row-key-secret"
 
 
 def test_csv_rows_and_errors() -> None:
@@ -20,7 +21,9 @@ def test_csv_rows_and_errors() -> None:
         b"9276000000000003,600,EUR,z\n"
         b"9276000000000003,5,EUR,a,extra\n"
     )
-    batch_id, valid, invalid = parse_batch(content, "payroll.csv", MAX, batch_name="pay-11")
+    batch_id, valid, invalid = parse_batch(
+        content, "payroll.csv", MAX, batch_name="Pay-11", row_key_secret=SECRET
+    )
     assert batch_id == "pay-11"
     assert [(p.row, p.job.card_number, p.job.amount_cents) for p in valid] == [
         (1, "9276004424644352", 2000),
@@ -48,7 +51,9 @@ def test_jsonl_is_exact_and_reports_bad_lines() -> None:
         b'{"card_number": "9276004424644352", "amount": 1, "colour": "red"}\n'
         b"\n"
     )
-    _, valid, invalid = parse_batch(content, "orders.jsonl", MAX, batch_name="orders")
+    _, valid, invalid = parse_batch(
+        content, "orders.jsonl", MAX, batch_name="orders", row_key_secret=SECRET
+    )
     assert [p.job.amount_cents for p in valid] == [2010, 750]
     assert [(e.row, e.field) for e in invalid] == [(3, "line"), (4, "line"), (5, "colour")]
 
@@ -75,7 +80,7 @@ ROWS = [
 
 
 def keys_of(content: bytes, name: str | None = "gifts") -> dict[str, int]:
-    _, valid, _ = parse_batch(content, "x.csv", MAX, batch_name=name)
+    _, valid, _ = parse_batch(content, "x.csv", MAX, batch_name=name, row_key_secret=SECRET)
     return {p.job.idempotency_key: p.row for p in valid}
 
 
@@ -123,3 +128,23 @@ def test_a_reference_twice_in_one_file_is_refused() -> None:
 def test_batch_names_are_plain(name: str) -> None:
     with pytest.raises(BatchFileError, match="batch name"):
         parse_batch((HEADER + ROWS[0]).encode(), "x.csv", MAX, batch_name=name)
+
+
+def test_a_row_key_does_not_give_the_card_number_away() -> None:
+    """The key is shown beside the masked card (job, dead letters, events): its digest
+    is an HMAC under a secret, so the six hidden digits cannot be tried one by one."""
+    import hashlib
+    import hmac
+
+    card = "9276004424644352"
+    content = (HEADER + f"{card},20.00,EUR,\n").encode()
+    [row] = parse_batch(content, "x.csv", MAX, batch_name="gifts", row_key_secret=SECRET)[1]
+    _, name, digest, _ = row.job.idempotency_key.split(":")
+    plain = [hashlib.sha256(f"{card}|2000|EUR".encode()).hexdigest()[:32]]
+    plain.append(hashlib.sha256(f"{name}|{card}|2000|EUR".encode()).hexdigest()[:32])
+    assert digest not in plain
+    keyed = hmac.new(SECRET, f"{name}|{card}|2000|EUR".encode(), hashlib.sha256)
+    assert digest == keyed.hexdigest()[:32]
+    # Without the secret, rows without a reference are refused, not keyed guessably.
+    _, valid, invalid = parse_batch(content, "x.csv", MAX, batch_name="gifts")
+    assert valid == [] and "CARDLOAD_JOBS_ROW_KEY_SECRET" in invalid[0].reason

@@ -148,6 +148,9 @@ def test_cli_enqueue_job_and_batch(
     assert again.stdout.startswith(f"already enqueued job {job_id}")
     bad = _cli(settings, "enqueue", "--card", CARD, "--amount", "20.005")
     assert bad.returncode == 2 and "fractions of a cent" in bad.stderr
+    typo = _cli(settings, "enqueue", "--card", "9276-0044-2464-4352", "--amount", "20.00")
+    assert typo.returncode == 2 and "card_number" in typo.stderr
+    assert "0044" not in typo.stderr  # a refused card number is not echoed back
     # Without --key the CLI makes one and prints it, so the command can be repeated safely.
     fresh = _cli(settings, "enqueue", "--card", CARD, "--amount", "1.00")
     key = fresh.stdout.split("to repeat this command safely, add: --key ")[1].strip()

@@ -47,7 +47,13 @@ HTML = b"<html><body>502 Bad Gateway</body></html>"
         ("POST", 408, b"", AmbiguousError),
         ("GET", 408, b"", RetryableError),
         ("POST", 425, b"", RetryableError),
-        ("POST", 422, HTML, PermanentError),
+        # Not the API's own refusal (no API error body): a firewall or proxy answered.
+        ("POST", 422, HTML, AmbiguousError),
+        ("POST", 403, HTML, AmbiguousError),
+        ("GET", 403, HTML, RetryableError),
+        ("GET", 404, b"", RetryableError),
+        ("POST", 302, b"", RetryableError),
+        ("GET", 301, HTML, RetryableError),
     ],
 )
 def test_response_table(

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 import redis
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
 from jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
@@ -112,3 +112,38 @@ def test_a_next_step_that_cannot_be_sent_retries_the_task(error: Exception) -> N
     ok = _Task(None)
     assert act(cast(Any, ok), "j1", Continue("start")) == "continue: start"
     assert ok.sent == ["cardload.start"] and ok.retries == []
+
+
+def test_a_retry_that_cannot_be_published_hands_the_message_back() -> None:
+    """With the broker down, Celery cannot publish a retry and would drop the message
+    (Reject without requeue): our tasks hand it back to the broker instead."""
+    settings = make_settings("redis://127.0.0.1:1/0", "http://sb")
+    app = create_app(settings)
+    app.conf.update(
+        task_publish_retry=False, broker_connection_retry=False, broker_connection_max_retries=0
+    )
+    task = app.tasks["cardload.create"]
+    task.push_request(
+        id="t1", args=["j1"], kwargs={}, retries=0, delivery_info={}, called_directly=False
+    )
+    try:
+        with pytest.raises(Reject) as rejected:
+            act(task, "j1", Continue("start"))
+    finally:
+        task.pop_request()
+    assert rejected.value.requeue
+
+
+def test_one_unreadable_record_does_not_stop_the_sweep(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
+    settings = make_settings(redis_url, "http://sb")
+    app, store = create_app(settings), JobStore(real_redis)
+    good = CardLoadJob(idempotency_key="good", card_number="9276004424644352", amount_cents=100)
+    store.admit(good)
+    broken = "0" * 32  # a hash whose job is gone (half of a lost write)
+    real_redis.hset(f"cardload:job:{broken}", "dispatched", 1)
+    real_redis.zadd("cardload:jobs:active", {broken: 1})
+    assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 1
+    [message] = real_redis.lrange("cardload", 0, -1)
+    assert good.job_id.encode() in message
