@@ -33,6 +33,7 @@ log = get_logger(__name__)
 TRANSIENT = (redis.RedisError, OperationalError)
 SEND_RETRY_S = 2.0
 
+
 class CardLoadTask(Task):
     """A task whose retries are never acknowledged away."""
 
