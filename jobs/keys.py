@@ -18,6 +18,8 @@ def idempotency(key: str) -> str:
 
 
 ACTIVE = f"{PREFIX}:jobs:active"  # zset: unfinished job id -> last progress (unix s)
+# set: ids in the stall watch whose record the sweep could not read, for a person
+SET_ASIDE = f"{PREFIX}:jobs:set_aside"
 SWEEP_LOCK = f"{PREFIX}:lock:sweep"
 # cardload 0.1 kept the access token here, readable by every Redis client; workers
 # delete it at start.

@@ -250,6 +250,10 @@ return 1
 """
 )
 
+# Progress without a write of the job's own (a step waiting for a token before it can
+# claim): the stall sweep must not take the job for lost. KEYS: active.  ARGV: job_id
+TOUCH = _COMMON + "return redis.call('ZADD', KEYS[1], 'XX', now_s(), ARGV[1])"
+
 # A succeeded job's event, if it is not out yet (jobs that succeeded under cardload 0.1,
 # whose publish step ran separately). KEYS: job, stream.  ARGV: flag .. maxlen
 ANNOUNCE = (
@@ -267,7 +271,6 @@ def _with_statuses(source: str) -> str:
     return Template(source).substitute({status.name: status.value for status in JobStatus})
 
 
-ADMIT, CLAIM, RENEW, RELEASE, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, NOTE, ANNOUNCE = map(
-    _with_statuses,
-    (ADMIT, CLAIM, RENEW, RELEASE, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, NOTE, ANNOUNCE),
+ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE = map(
+    _with_statuses, (ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE)
 )

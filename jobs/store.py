@@ -158,6 +158,7 @@ class JobStore:
         self._dead_letter = register(scripts.DEAD_LETTER)
         self._reopen = register(scripts.REOPEN)
         self._note = register(scripts.NOTE)
+        self._touch = register(scripts.TOUCH)
         self._announce = register(scripts.ANNOUNCE)
 
     # --- admission ------------------------------------------------------------------
@@ -215,6 +216,16 @@ class JobStore:
 
     def job_id_for_key(self, key: str) -> str | None:
         return self.job_ids_for_keys([key])[0]
+
+    def add_keys(self, aliases: Sequence[tuple[CardLoadJob, str]]) -> None:
+        """Let each job also answer to another job's key (same content, another key):
+        a later admission under that key finds this job, not a second load. A key taken
+        meanwhile stays with whoever took it."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keyed, job_id in aliases:
+            value = f"{job_id} {keyed.fingerprint()}"
+            pipe.set(keys.idempotency(keyed.idempotency_key), value, nx=True)
+        pipe.execute()
 
     def job_ids_for_keys(self, idempotency_keys: Sequence[str]) -> list[str | None]:
         """The job admitted under each key, or None (pipelined)."""
@@ -416,6 +427,18 @@ class JobStore:
         return bool(
             self._announce(keys=[keys.job(job_id), self.stream], args=self._event_args(event))
         )
+
+    def touch(self, job_id: str) -> None:
+        """Count as progress for the stall sweep (the job waits, alive, for a token)."""
+        self._touch(keys=[keys.ACTIVE], args=[job_id])
+
+    def set_aside(self, job_id: str) -> None:
+        """Take a job whose record cannot be read out of the stall watch (where it would
+        keep the sweep from the jobs behind it) and into a set for a person to look at."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(keys.ACTIVE, job_id)
+        pipe.sadd(keys.SET_ASIDE, job_id)
+        pipe.execute()
 
     def record(self, job_id: str, entry: HistoryEntry) -> None:
         """Add a history entry (a note) without changing the status; counts as progress."""

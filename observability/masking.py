@@ -1,12 +1,12 @@
 """Card numbers are shown as ``927600******4352`` wherever people or logs see them.
 
-Free text is searched for 13 to 19 digits written together, or in groups of 3 to 6
-digits separated by up to three spaces, tabs, no-break spaces, dashes, dots or slashes
-(``9276 0044 2464 4352``, ``9276-0044-2464-4352``, ``9276.0044.2464.4352``). The
-first six and the last four digits stay, the separators stay, every other digit
-becomes ``*``. Shorter ids (TA codes, amounts, dates) stay readable, and so do the
-digits after a decimal point (durations such as 0.07488760000001093). Over-masking a
-long number that is not a card is the safe side of the trade.
+Free text is searched for 13 to 19 digits written together, or for groups of digits
+that add up to 13 or more, separated by up to three spaces (any kind), dashes, dots,
+slashes, underscores or parentheses (``9276 0044 2464 4352``, ``92760044 24644352``,
+``(9276) 0044-2464-4352``). The first six and the last four digits stay, the
+separators stay, every other digit becomes ``*``. Shorter ids (TA codes, amounts,
+dates) stay readable, and so do the digits after a decimal point (durations such as
+0.07488760000001093). Over-masking a long number that is not a card is the safe side.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_SEPARATOR = r"[ \t\u00a0./-]{1,3}"
-# Not right after a digit, nor after "digit." or "digit," (the fraction of a number).
-_START = r"(?<!\d)(?<!\d[.,])"
-_CARD = re.compile(rf"{_START}(?:\d{{13,19}}|\d{{3,6}}(?:{_SEPARATOR}\d{{3,6}}){{1,5}})(?!\d)")
+_SEPARATOR = r"[\s._/()-]{1,3}"
+# Not right after a digit, nor after "digit." (the fraction of a number; a comma is as
+# often a list separator, "1,9276004424644352", as a decimal one).
+_START = r"(?<!\d)(?<!\d\.)"
+_CARD = re.compile(rf"{_START}(?:\d{{13,19}}|\d{{2,19}}(?:{_SEPARATOR}\d{{1,19}}){{1,9}})(?!\d)")
 _DIGIT = re.compile(r"\d")
 SECRET_KEYS = frozenset(
     {"access_token", "authorization", "client_secret", "password", "secret", "token"}

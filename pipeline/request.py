@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.model import CardLoadJob
-from secuconnect.models import LOAD_EAN, CreateSmartTransaction
+from secuconnect.models import LOAD_EAN, CreateSmartTransaction, SmartTransaction
 
 
 def build_create_request(
@@ -57,3 +57,22 @@ def build_create_request(
     if job.template_id:
         body["communications"] = {"action_type": "charge", "template_id": job.template_id}
     return CreateSmartTransaction.model_validate(body)
+
+
+def transaction_mismatch(job: CardLoadJob, tx: SmartTransaction) -> str | None:
+    """Why ``tx`` is not the transaction :func:`build_create_request` made for ``job``
+    (None if it is): the card, the load and the basket must be the job's. A transaction
+    found by the job's merchantRef but for other content is someone else's load."""
+    basket, info = tx.basket, tx.basket_info
+    if basket is None or info is None:
+        return "its basket is not shown"
+    if basket.load_cents != job.amount_cents:
+        return f"it loads {basket.load_cents} cents, the job {job.amount_cents}"
+    if info.sum != job.total_cents or info.currency != job.currency:
+        return f"its basket is {info.sum} {info.currency}, the job's {job.total_cents}"
+    if job.card_number is not None and tx.card_number != job.card_number:
+        return "it is for another card"
+    group = tx.merchant_card.cardgroup if tx.merchant_card else None
+    if job.card_group_id is not None and group is not None and group.id != job.card_group_id:
+        return "it is for another card group"
+    return None

@@ -32,15 +32,17 @@ import redis
 from config import Settings
 from deadletters.store import DeadLetter
 from jobs.leases import LeaseKeeper
-from jobs.model import ErrorInfo, HistoryEntry, JobStatus, now_utc
+from jobs.model import CardLoadJob, ErrorInfo, HistoryEntry, JobStatus, now_utc
 from jobs.routing import STEP_STATUSES, Step
 from jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from observability import bind_job, get_logger, mask_text
 from pipeline.backoff import backoff_delay_s
 from pipeline.outcome import Continue, Finished, Outcome, RetryLater
-from pipeline.request import build_create_request
+from pipeline.request import build_create_request, transaction_mismatch
 from pipeline.results import announcement, failed_event, load_result, succeeded_event
 from secuconnect import (
+    KeyConflictError,
+    NotFoundError,
     PermanentError,
     RateLimitedError,
     RetryableError,
@@ -126,8 +128,10 @@ class Pipeline:
         )
         looked_up = False
         try:
-            tx = self._find_created(record.job.idempotency_key) if doubt else None
+            tx, foreign = self._find_created(record.job) if doubt else (None, None)
             looked_up = doubt
+            if tx is None and foreign is not None:
+                raise KeyConflictError(foreign)
             adopted = tx is not None
             if tx is None:
                 self._still_leased(claim.lease)
@@ -138,10 +142,9 @@ class Pipeline:
                 )
                 tx = self.client.create(request)
         except SecuconnectError as exc:
-            # A record that may have lost a started transaction, not looked up: maybe loaded.
-            return self._failed(
-                claim, "create", exc, StartWatch(record.reconcile and not looked_up)
-            )
+            # The lookup asks whether an earlier load under this key exists (the record
+            # may have lost it); a failure before it answered cannot say "not loaded".
+            return self._failed(claim, "create", exc, StartWatch(doubt and not looked_up))
         log.info("transaction.found" if adopted else "transaction.created", transaction_id=tx.id)
         self.store.finish_step(
             claim.lease,
@@ -151,26 +154,35 @@ class Pipeline:
         )
         return Continue("start")
 
-    def _find_created(self, merchant_ref: str) -> SmartTransaction | None:
-        """The job's transaction, if an earlier create made one. Each candidate is read
-        (a search index may lag behind a start); every status but failed or cancelled
-        counts, and one paid, being paid, or in a status we do not know wins over one
-        still created. The others are never started."""
-        listed = [
-            tx
-            for tx in self.client.find_by_merchant_ref(merchant_ref)
-            if tx.merchant_ref == merchant_ref
-        ]
-        found = [tx for tx in map(self._reread, listed) if tx.status not in _FAILED]
-        if len(found) > 1:
-            log.warning(
-                "transaction.duplicates", merchant_ref=merchant_ref, ids=[tx.id for tx in found]
-            )
-        started = [tx for tx in found if tx.status != _CREATED]
-        return (started or found)[0] if found else None
+    def _find_created(self, job: CardLoadJob) -> tuple[SmartTransaction | None, str | None]:
+        """The job's transaction, if an earlier create made one, and else what holds its
+        key at the API for other content (a conflict), if anything. Each candidate is
+        read (a search index may lag behind a start) and must be for the job's card and
+        amount; every status but failed or cancelled counts, and one paid, being paid,
+        or in a status we do not know wins over one still created. The others are never
+        started."""
+        key = job.idempotency_key
+        listed = [tx for tx in self.client.find_by_merchant_ref(key) if tx.merchant_ref == key]
+        found = [tx for tx in map(self._reread, listed) if tx and tx.status not in _FAILED]
+        ours = [tx for tx in found if transaction_mismatch(job, tx) is None]
+        foreign = {tx.id: transaction_mismatch(job, tx) for tx in found if tx not in ours}
+        if foreign:
+            log.warning("transaction.foreign", merchant_ref=key, transactions=foreign)
+        if len(ours) > 1:
+            log.warning("transaction.duplicates", merchant_ref=key, ids=[tx.id for tx in ours])
+        started = [tx for tx in ours if tx.status != _CREATED]
+        if ours:
+            return (started or ours)[0], None
+        if foreign:
+            tx_id, why = next(iter(foreign.items()))
+            return None, f"merchantRef {key!r} is taken at the API by {tx_id}, and {why}"
+        return None, None
 
-    def _reread(self, tx: SmartTransaction) -> SmartTransaction:
-        return self.client.get(tx.id)
+    def _reread(self, tx: SmartTransaction) -> SmartTransaction | None:
+        try:
+            return self.client.get(tx.id)
+        except NotFoundError:
+            return None  # listed, gone since: not a candidate
 
     # --- start ----------------------------------------------------------------------------
 
@@ -382,6 +394,7 @@ class Pipeline:
             # Before the claim: waiting for a token costs the job no attempt.
             self.client.authenticate()
         except TokenUnavailableError as exc:
+            self.store.touch(job_id)  # alive and waiting: not for the stall sweep
             return self._token_wait(exc)
         claim = self.store.claim(
             job_id,
@@ -421,7 +434,9 @@ class Pipeline:
         used up, without another read (that may be what fails), as possibly loaded."""
         log.exception("step.crashed", error_type=type(exc).__name__)
         info = ErrorInfo(kind="internal", message=f"{type(exc).__name__}: {mask_text(str(exc))}")
-        watch = StartWatch(True) if step == "start" else None  # a start may have been sent
+        # Whatever the step had seen is unknown: a start may have been sent, a lookup
+        # for an earlier load under the key may not have answered.
+        watch = StartWatch(True)
         try:
             if claim.attempt >= self.settings.retry.max_attempts:
                 return self._dead_letter(claim, info, watch, settle=False)

@@ -298,12 +298,18 @@ def _match_earlier(
             pool[_content(record.job)].append(record.job.job_id)
     left: list[ParsedRow] = []
     matched: dict[str, int] = {}
+    aliases: list[tuple[CardLoadJob, str]] = []
     for parsed, existing in zip(valid, by_key, strict=True):
         same = pool.get(_content(parsed.job)) if existing is None else None
         if same:
-            matched[same.pop(0)] = parsed.row
+            job_id = same.pop(0)
+            matched[job_id] = parsed.row
+            aliases.append((parsed.job, job_id))
         else:
             left.append(parsed)
+    # The row's new key now names the job it matched: the same reference in another file
+    # or batch, later, is that load too, not a second one.
+    store.add_keys(aliases)
     return left, matched
 
 

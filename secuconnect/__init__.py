@@ -3,6 +3,7 @@
 from secuconnect.client import SecuconnectClient, build_http
 from secuconnect.errors import (
     AmbiguousError,
+    KeyConflictError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
@@ -28,6 +29,7 @@ __all__ = [
     "Balances",
     "CreateSmartTransaction",
     "Credentials",
+    "KeyConflictError",
     "MemoryTokenSource",
     "NotFoundError",
     "PermanentError",

@@ -69,8 +69,9 @@ def describe_body(body: bytes, content_type: str) -> str:
     return "unparseable body"
 
 
-def classify_transport_error(method: str, exc: httpx.TransportError) -> SecuconnectError:
-    """A request that got no HTTP response at all."""
+def classify_transport_error(method: str, exc: httpx.RequestError) -> SecuconnectError:
+    """A request that got no usable HTTP response (none at all, or one that could not be
+    decoded)."""
     name = type(exc).__name__
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return RetryableError(f"{method} not sent: {name}")

@@ -136,8 +136,8 @@ class SecuconnectClient:
             return self._http.request(
                 method, path, headers={"Authorization": f"Bearer {token}"}, **kw
             )
-        except httpx.TransportError as exc:
-            raise classify_transport_error(method, exc) from None
+        except httpx.RequestError as exc:  # transport errors, and a body we cannot decode
+            raise classify_transport_error(method, exc) from exc
 
     @staticmethod
     def _is_expired_token(response: httpx.Response) -> bool:

@@ -8,7 +8,8 @@
     ├── AmbiguousError            the request may have taken effect (lost response, 5xx
     │                             or 408 on a POST): reconcile by reading before repeating
     └── PermanentError            the API refused; repeating cannot help
-        └── NotFoundError         404: no such object
+        ├── NotFoundError         404: no such object
+        └── KeyConflictError      the API holds the job's merchantRef for other content
 
 httpx exceptions are translated into this tree once, in :mod:`secuconnect.client`;
 nothing else catches httpx errors. Messages never contain tokens or secrets.
@@ -103,3 +104,10 @@ class PermanentError(SecuconnectError):
 
 class NotFoundError(PermanentError):
     kind = "not_found"
+
+
+class KeyConflictError(PermanentError):
+    """A transaction with the job's idempotency key (``merchantRef``) exists, for another
+    card or amount: never adopted, never a reason to create a second one."""
+
+    kind = "conflict"

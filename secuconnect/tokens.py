@@ -58,7 +58,7 @@ def fetch_token(http: httpx.Client, credentials: Credentials) -> OAuthToken:
     }
     try:
         response = http.post(TOKEN_PATH, json=form, headers={"Accept": "application/json"})
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:
         # Fetching a token has no effect worth reconciling: always safe to repeat.
         raise TokenUnavailableError(f"token request failed: {type(exc).__name__}") from exc
     if response.status_code == 200:

@@ -36,10 +36,13 @@ def recover_stalled(
         try:
             record = store.load(job_id, history=False)
         except (ValueError, KeyError) as exc:
-            # One broken record must not stop the sweep of all the others.
+            record = None
             log.error("sweeper.unreadable_job", job_id=job_id, error=repr(exc))
+        if record is None:
+            # Not to be sent again, and not to stand in front of the jobs behind it.
+            store.set_aside(job_id)
             continue
-        if record is not None and record.status in STEP_FOR_STATUS:
+        if record.status in STEP_FOR_STATUS:
             step = STEP_FOR_STATUS[record.status]
             items.append((Dispatch(step, job_id, "recovered"), record.status))
     if items:

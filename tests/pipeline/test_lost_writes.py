@@ -17,7 +17,7 @@ from jobs import CardLoadJob, JobStatus, keys
 from jobs.routing import STEP_FOR_STATUS, Step
 from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
 from pipeline.runtime import build_pipeline
-from sandbox import SEED_CARD, FaultSettings, SandboxApp, SandboxTransport
+from sandbox import GIFT_CARD, SEED_CARD, FaultSettings, SandboxApp, SandboxTransport
 from tests.services import RedisProcess, wait_for
 from tests.support import make_settings
 
@@ -169,4 +169,46 @@ def test_a_restored_job_that_cannot_look_up_is_dead_lettered_as_possibly_loaded(
     letter = DeadLetterStore(after.store.redis, "test:dlq").get(job_id)
     assert letter is not None and letter.load_uncertain  # it was loaded, before the restore
     assert app.requests["create"] == 1  # never a second create without the lookup
+    after.leases.stop()
+
+
+def test_a_key_reused_for_other_content_after_a_restore_is_a_conflict(
+    server: RedisProcess,
+) -> None:
+    """Had Redis kept the key, the second job would have been refused for its other
+    content; the API's transaction under the key refuses it now."""
+    app = SandboxApp()
+    pipeline = pipeline_on(app, server.url)
+    pipeline.store.redis.save()
+    first = pipeline.store.admit(job()).job_id
+    assert drive(pipeline, first) == Finished("succeeded")
+    after = restart(server, pipeline, app)
+    other = CardLoadJob(idempotency_key="order-1", card_number=GIFT_CARD, amount_cents=5000)
+    assert after.store.admit(other).created
+    assert drive(after, other.job_id) == Finished("dead-lettered")
+    letter = DeadLetterStore(after.store.redis, "test:dlq").get(other.job_id)
+    assert letter is not None and letter.error.kind == "conflict"
+    assert [e["card_number"] for e in app.world.ledger] == [SEED_CARD]  # GIFT_CARD: never
+    assert [e.type for e in events(server.url)] == ["card_load.failed"]
+    after.leases.stop()
+
+
+def test_a_key_lost_with_its_record_whose_lookup_fails_is_possibly_loaded(
+    server: RedisProcess,
+) -> None:
+    """The record and the key are gone; the lookup that would find the first load cannot
+    answer: the dead letter cannot say "not loaded"."""
+    app = SandboxApp()
+    pipeline = pipeline_on(app, server.url)
+    pipeline.store.redis.save()
+    assert drive(pipeline, pipeline.store.admit(job()).job_id) == Finished("succeeded")
+    after = restart(server, pipeline, app)
+    again = after.store.admit(job()).job_id
+    app.faults.configure(
+        FaultSettings.model_validate({"rules": [{"kind": "error_503", "endpoint": "list"}]})
+    )
+    assert drive(after, again) == Finished("dead-lettered")
+    letter = DeadLetterStore(after.store.redis, "test:dlq").get(again)
+    assert letter is not None and letter.load_uncertain
+    assert len(app.world.ledger) == 1
     after.leases.stop()

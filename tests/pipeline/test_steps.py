@@ -17,8 +17,9 @@ from events import CardLoadFailed, CardLoadSucceeded, EventStream
 from jobs import CardLoadJob, ExtraLine, JobSource, JobStatus, keys
 from jobs.store import Claimed
 from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
+from pipeline.request import build_create_request
 from pipeline.runtime import build_pipeline
-from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
+from sandbox import GIFT_CARD, LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
 from secuconnect import TokenUnavailableError
 from tests.services import in_thread, wait_for
 from tests.support import assert_seed_result, make_settings, seed
@@ -711,3 +712,54 @@ def test_no_token_mid_step_is_a_wait_not_a_dead_letter(
     faults(app)
     assert run(pipeline, job_id, first="start")[-1] == Finished("succeeded")
     pipeline.leases.stop()
+
+
+# --- the lookup before create: only the job's own transaction ---------------------------
+
+
+def foreign_transaction(pipeline: Pipeline, key: str, cents: int, *, start: bool) -> str:
+    """A transaction someone else made under ``key`` (another installation, 0.1, a key
+    reused after Redis lost it): SEED_CARD, ``cents``."""
+    secu = pipeline.settings.secuconnect
+    assert secu.contract_id and secu.device_id
+    other = CardLoadJob(idempotency_key=key, card_number=SEED_CARD, amount_cents=cents)
+    request = build_create_request(other, contract_id=secu.contract_id, device_id=secu.device_id)
+    tx = pipeline.client.create(request)
+    if start:
+        pipeline.client.start(tx.id)
+    return tx.id
+
+
+@pytest.mark.parametrize(
+    ("started", "cents", "why"),
+    [
+        (True, 30000, "for another card"),
+        (False, 30000, "for another card"),
+        (True, 100, "it loads 100 cents, the job 30000"),
+    ],
+)
+def test_a_transaction_for_other_content_under_the_key_is_never_adopted(
+    app: SandboxApp, pipeline: Pipeline, started: bool, cents: int, why: str
+) -> None:
+    foreign = foreign_transaction(pipeline, "order-9", cents, start=started)
+    job_id = admit(pipeline, idempotency_key="order-9", card_number=GIFT_CARD, amount_cents=30000)
+    assert run(pipeline, job_id) == [Finished("dead-lettered")]
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and letter.error.kind == "conflict"
+    assert foreign in letter.error.message and why in letter.error.message
+    assert not letter.load_uncertain  # looked up: nothing of this job exists
+    assert app.requests["create"] == 1 and app.requests["start"] == int(started)
+    assert [e["card_number"] for e in app.world.ledger] == [SEED_CARD] * int(started)
+    assert not [e for e in app.world.ledger if e["card_number"] == GIFT_CARD]
+
+
+def test_the_job_own_transaction_is_adopted_beside_a_foreign_one(
+    app: SandboxApp, pipeline: Pipeline
+) -> None:
+    faults(app, {"kind": "commit_then_lose", "endpoint": "create", "times": 1})
+    job_id = admit(pipeline)  # order-1: 2000 cents onto SEED_CARD
+    assert isinstance(pipeline.create(job_id), RetryLater)  # ours made, its answer lost
+    foreign_transaction(pipeline, "order-1", 100, start=False)  # then someone else's
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")
+    assert [(e["card_number"], e["amount_cents"]) for e in app.world.ledger] == [(SEED_CARD, 2000)]
+    assert app.requests["create"] == 2  # the foreign one, and ours (lost, then found)

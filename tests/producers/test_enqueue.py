@@ -287,3 +287,30 @@ def test_a_fixed_and_resaved_batch_enqueues_only_what_is_new(
     assert real_redis.llen("cardload") == 5
     status = json.loads(_cli(settings, "batch", "status", "gifts-2026-11", "--json").stdout)
     assert status["by_status"] == {"queued": 5} and status["invalid"] == 0
+
+
+def test_a_reference_added_to_a_named_batch_names_the_same_load_everywhere(
+    settings: Settings, real_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """Rows first submitted without references under a batch name, then with references
+    (matched to their jobs by content), then the referenced file on its own, or under
+    another name: one load per row, whichever way the file comes back."""
+    path = tmp_path / "payroll.csv"
+    header = "card_number,amount,currency,reference\n"
+    path.write_text(header + "9276000000000003,10.00,EUR,\n9276000000000004,12.50,EUR,\n")
+
+    def submit(*extra: str) -> dict[str, Any]:
+        done = _cli(settings, "batch", "submit", str(path), "--json", *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    assert submit("--name", "payroll-2026-11")["enqueued"] == 2
+    path.write_text(
+        header
+        + "9276000000000003,10.00,EUR,2026-11-emp-1\n9276000000000004,12.50,EUR,2026-11-emp-2\n"
+    )
+    assert submit("--name", "PAYROLL-2026-11")["already_enqueued"] == 2  # the same batch
+    assert submit()["already_enqueued"] == 2  # the references name those loads now
+    assert submit("--name", "payroll-2026-11-again")["already_enqueued"] == 2
+    assert real_redis.llen("cardload") == 2

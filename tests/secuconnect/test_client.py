@@ -208,3 +208,24 @@ def test_memory_token_source_refreshes_before_expiry() -> None:
     assert tokens.token() == "t1"
     tokens.invalidate("t1")
     assert tokens.token() == "t2"
+
+
+def test_an_answer_that_cannot_be_decoded_is_classified() -> None:
+    """A proxy that garbles a body (gzip that is not): for a POST it may have taken
+    effect; for a GET or a token, it is repeated. Never an exception outside the tree."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            headers={"content-encoding": "gzip", "content-type": "application/json"},
+            stream=httpx.ByteStream(b"{not gzip}"),
+        )
+
+    with build_http("http://x", transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(TokenUnavailableError, match="DecodingError"):
+            fetch_token(http, CREDENTIALS)
+        client = SecuconnectClient(http, _StaleTokens())
+        with pytest.raises(AmbiguousError, match="DecodingError"):
+            client.start("STX_" + "A" * 30)
+        with pytest.raises(RetryableError, match="DecodingError"):
+            client.get("STX_" + "A" * 30)

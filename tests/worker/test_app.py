@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
 from jobs.store import Announcement, Claimed
-from pipeline import Continue
+from pipeline import Continue, RetryLater
 from tasks.card_load import act
 from tests.support import make_settings
 from worker.app import create_app
@@ -147,3 +147,37 @@ def test_one_unreadable_record_does_not_stop_the_sweep(
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 1
     [message] = real_redis.lrange("cardload", 0, -1)
     assert good.job_id.encode() in message
+
+
+def test_a_thousand_unreadable_records_do_not_hide_a_stalled_job(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
+    settings = make_settings(redis_url, "http://sb")
+    app, store = create_app(settings), JobStore(real_redis)
+    broken = {f"{i:032x}": 1 for i in range(1001)}  # older than any real job
+    real_redis.zadd("cardload:jobs:active", broken)
+    good = CardLoadJob(idempotency_key="good", card_number="9276004424644352", amount_cents=100)
+    store.admit(good)
+    later = time.time() + 61
+    assert recover_stalled(app, store, stall_after_s=60, now=later) == 0  # set aside first
+    assert recover_stalled(app, store, stall_after_s=60, now=later) == 1
+    assert real_redis.scard("cardload:jobs:set_aside") == 1001
+
+
+def test_a_step_waiting_for_a_token_is_not_taken_for_stalled(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
+    from pipeline.runtime import build_pipeline
+    from sandbox import SandboxApp, SandboxTransport
+
+    settings = make_settings(
+        redis_url, "http://sandbox.test", secuconnect={"client_secret": "wrong"}
+    )
+    pipeline = build_pipeline(settings, client=real_redis, transport=SandboxTransport(SandboxApp()))
+    job = CardLoadJob(idempotency_key="t", card_number="9276004424644352", amount_cents=100)
+    store = pipeline.store
+    store.admit(job)
+    real_redis.zadd("cardload:jobs:active", {job.job_id: 1})  # silent for ages...
+    assert isinstance(pipeline.create(job.job_id), RetryLater)  # ...then waits
+    assert store.stalled(store.server_time() - 60) == []  # alive: no second message
+    pipeline.leases.stop()
