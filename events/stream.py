@@ -24,10 +24,9 @@ class StreamEntry:
 
 
 class EventStream:
-    def __init__(self, client: redis.Redis, name: str, maxlen: int = 1_000_000) -> None:
+    def __init__(self, client: redis.Redis, name: str) -> None:
         self.redis = client
         self.name = name
-        self.maxlen = maxlen
 
     def read(
         self, after: str = "0-0", count: int = 100, block_ms: int | None = None

@@ -7,18 +7,17 @@ Exactly-once effect comes from the job record and the API, not from message deli
   counted. Every write that ends the step names the token; a delivery whose lease was
   taken over (it froze, or overran the lease) has its writes refused and runs again
   later, reading the API first;
-* create is skipped once the job has a transaction. Whenever the record may not show
-  everything done before (a retry, a replay, a takeover, a Redis that restarted or
-  failed over since the job was last touched), the transaction is first looked up by
-  ``merchantRef``; a create that lands after that lookup stays ``created``, never
-  started;
+* create is skipped once the job has a transaction. Before a create the transaction is
+  looked up by ``merchantRef`` (always by default; with ``after_doubt`` only when the
+  record may not show everything done before: a retry, a replay, a takeover, another
+  Redis); only the job's own transaction is adopted, and one for other content under
+  the key is a conflict. A create that lands after the lookup stays ``created``;
 * start reads the transaction before repeating after any doubt: ``ok`` is success,
   ``created`` means start now, still in flight means wait, ``failed``/``cancelled``
   is a failure. A refused start is checked the same way (another delivery may have
   started it). Before a start failure becomes final the transaction is read once more;
 * success and its result event are one write; a dead letter, its entry and its failed
-  event are one write. ``load_uncertain`` says whether a start may have been sent and
-  never read back.
+  event are one write. ``load_uncertain`` says whether the card may have been loaded.
 """
 
 from __future__ import annotations
