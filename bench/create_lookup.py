@@ -27,8 +27,8 @@ from typing import Any
 import redis
 from stack import Measured, run_batch
 
-from cli.localstack import redis_server
-from jobs import CardLoadJob, JobStore, scripts
+from cardload.cli.localstack import redis_server
+from cardload.jobs import CardLoadJob, JobStore, scripts
 
 MODES = ("after_doubt", "always")
 WORKER = ["--pool=threads", "--concurrency=32"]

@@ -11,11 +11,11 @@ import time
 
 import redis
 
-from cli.localstack import redis_server
-from config import Settings
-from jobs import CardLoadJob, JobStore
-from producers.enqueue import CardLoadProducer
-from worker.app import create_app
+from cardload.cli.localstack import redis_server
+from cardload.config import Settings
+from cardload.jobs import CardLoadJob, JobStore
+from cardload.producers.enqueue import CardLoadProducer
+from cardload.worker import create_app
 
 
 def _jobs(prefix: str, n: int) -> list[CardLoadJob]:

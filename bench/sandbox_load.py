@@ -134,7 +134,7 @@ def main() -> int:
     parser.add_argument("--cards", type=int, default=1000)
     a = parser.parse_args()
 
-    command = [sys.executable, "-m", "cli.main", "sandbox", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "cardload.cli.main", "sandbox", "serve", "--port", "0"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
         try:
             assert server.stdout is not None

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import redis
 
-from cli.localstack import free_port, redis_server, wait_for
-from config import Settings, to_env
-from jobs import CardLoadJob, job_store
-from producers.enqueue import CardLoadProducer
-from sandbox.settings import sandbox_settings
-from worker.app import create_app
+from cardload.cli.localstack import free_port, redis_server, wait_for
+from cardload.config import Settings, to_env
+from cardload.jobs import CardLoadJob, job_store
+from cardload.producers.enqueue import CardLoadProducer
+from cardload.sandbox.settings import sandbox_settings
+from cardload.worker import create_app
 
 ROOT = Path(__file__).parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -88,7 +88,9 @@ def _up(url: str) -> bool:
 def sandbox_process(latency_ms: int) -> Iterator[str]:
     port = free_port()
     serve = ["sandbox", "serve", "--port", str(port), "--latency-ms", str(latency_ms)]
-    proc = start([sys.executable, "-m", "cli.main", *serve], cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = start(
+        [sys.executable, "-m", "cardload.cli.main", *serve], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _up(url), 10, "sandbox")
@@ -119,7 +121,7 @@ def run_batch(
         command = ["worker", "--without-mingle", "--without-gossip", *worker_args]
         with log_path.open("w") as log:
             worker = start(
-                [sys.executable, "-m", "cli.main", *command],
+                [sys.executable, "-m", "cardload.cli.main", *command],
                 cwd=ROOT,
                 env=env | to_env(settings),
                 stdout=log,

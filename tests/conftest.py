@@ -9,8 +9,8 @@ import httpx
 import pytest
 import redis
 
-from sandbox import SandboxApp, SandboxTransport
-from secuconnect import MemoryTokenSource, SecuconnectClient, build_http, fetch_token
+from cardload.sandbox import SandboxApp, SandboxTransport
+from cardload.secuconnect import MemoryTokenSource, SecuconnectClient, build_http, fetch_token
 from tests.services import redis_server
 from tests.support import CREDENTIALS
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import redis
 
-from cli.localstack import free_port, pings, redis_server, wait_for
-from config import Settings, to_env
+from cardload.cli.localstack import free_port, pings, redis_server, wait_for
+from cardload.config import Settings, to_env
 
 ROOT = Path(__file__).parents[1]
 
@@ -32,7 +32,7 @@ class WorkerProcess:
             [
                 sys.executable,
                 "-m",
-                "cli.main",
+                "cardload.cli.main",
                 "worker",
                 "--without-mingle",
                 "--without-gossip",
@@ -122,7 +122,7 @@ class RedisProcess:
 def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """``cardload ARGS`` as an operator runs it, configured by these settings only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
-    command = [sys.executable, "-m", "cli.main", *args]
+    command = [sys.executable, "-m", "cardload.cli.main", *args]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 

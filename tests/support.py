@@ -8,13 +8,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from config import Settings
-from events import CardLoadSucceeded
-from jobs import JobRecord
-from observability.masking import mask_receipt
-from sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
-from sandbox.settings import sandbox_settings
-from secuconnect import Credentials
+from cardload.config import Settings
+from cardload.events import CardLoadSucceeded
+from cardload.jobs import JobRecord
+from cardload.observability.masking import mask_receipt
+from cardload.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+from cardload.sandbox.settings import sandbox_settings
+from cardload.secuconnect import Credentials
 
 SEED_DIR = Path(__file__).parent / "fixtures" / "seed"
 SHARED_SEED_DIR = Path(__file__).parents[2] / "shared" / "seed"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import httpx
 
-from cli.main import main
+from cardload.cli.main import main
 
 ROOT = Path(__file__).parents[2]
 
 
 def _cardload(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli.main", *args]
+    return [sys.executable, "-m", "cardload.cli.main", *args]
 
 
 def test_serve_prints_url_and_credentials_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings, SettingsError, load_settings
+from cardload.config import Settings, SettingsError, load_settings
 
-EXAMPLE = Path(__file__).parents[2] / "config" / "cardload.env.example"
+EXAMPLE = Path(__file__).parents[2] / "cardload" / "config" / "cardload.env.example"
 
 
 @pytest.fixture(autouse=True)

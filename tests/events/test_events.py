@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import fakeredis
 
-from events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
-from events.schema import SCHEMA_FILE, render_schema
-from jobs import JobSource
+from cardload.events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
+from cardload.events.schema import SCHEMA_FILE, render_schema
+from cardload.jobs import JobSource
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

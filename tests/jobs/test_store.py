@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from jobs import (
+from cardload.jobs import (
     CardLoadJob,
     ErrorInfo,
     FenceLost,
@@ -19,8 +19,8 @@ from jobs import (
     LoadResult,
     keys,
 )
-from jobs.leases import LeaseKeeper
-from jobs.store import Announcement, Claimed, NotClaimed
+from cardload.jobs.leases import LeaseKeeper
+from cardload.jobs.store import Announcement, Claimed, NotClaimed
 from tests.services import redis_server, wait_for
 
 CARD = "9276004424644352"

@@ -8,8 +8,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from observability import bind_job, configure_logging, get_logger, mask_card_number, mask_text
-from observability.masking import mask_receipt
+from cardload.observability import (
+    bind_job,
+    configure_logging,
+    get_logger,
+    mask_card_number,
+    mask_text,
+)
+from cardload.observability.masking import mask_receipt
 
 
 def test_masking() -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from deadletters import DeadLetterStore
-from events import EventStream
-from jobs import CardLoadJob, JobStatus, keys
-from jobs.routing import STEP_FOR_STATUS, Step
-from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
-from pipeline.runtime import build_pipeline
-from sandbox import GIFT_CARD, SEED_CARD, FaultSettings, SandboxApp, SandboxTransport
+from cardload.deadletters import DeadLetterStore
+from cardload.events import EventStream
+from cardload.jobs import CardLoadJob, JobStatus, keys
+from cardload.jobs.routing import STEP_FOR_STATUS, Step
+from cardload.pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
+from cardload.pipeline.runtime import build_pipeline
+from cardload.sandbox import GIFT_CARD, SEED_CARD, FaultSettings, SandboxApp, SandboxTransport
 from tests.services import RedisProcess, wait_for
 from tests.support import make_settings
 

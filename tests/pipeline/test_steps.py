@@ -12,15 +12,15 @@ import httpx
 import pytest
 import redis
 
-from deadletters import DeadLetter, DeadLetterStore
-from events import CardLoadFailed, CardLoadSucceeded, EventStream
-from jobs import CardLoadJob, ExtraLine, JobSource, JobStatus, keys
-from jobs.store import Claimed
-from pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
-from pipeline.request import build_create_request
-from pipeline.runtime import build_pipeline
-from sandbox import GIFT_CARD, LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
-from secuconnect import TokenUnavailableError
+from cardload.deadletters import DeadLetter, DeadLetterStore
+from cardload.events import CardLoadFailed, CardLoadSucceeded, EventStream
+from cardload.jobs import CardLoadJob, ExtraLine, JobSource, JobStatus, keys
+from cardload.jobs.store import Claimed
+from cardload.pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
+from cardload.pipeline.request import build_create_request
+from cardload.pipeline.runtime import build_pipeline
+from cardload.sandbox import GIFT_CARD, LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
+from cardload.secuconnect import TokenUnavailableError
 from tests.services import in_thread, wait_for
 from tests.support import assert_seed_result, make_settings, seed
 
@@ -58,7 +58,7 @@ def admit(pipeline: Pipeline, **fields: Any) -> str:
 
 
 def faults(app: SandboxApp, *rules: dict[str, Any]) -> None:
-    from sandbox import FaultSettings
+    from cardload.sandbox import FaultSettings
 
     app.faults.configure(FaultSettings.model_validate({"rules": list(rules)}))
 
@@ -275,7 +275,7 @@ def test_expired_token_is_refreshed(app: SandboxApp, pipeline: Pipeline) -> None
 
 
 def test_issue_a_card_from_a_card_group(app: SandboxApp, pipeline: Pipeline) -> None:
-    from sandbox.world import GIFT_GROUP_ID
+    from cardload.sandbox.world import GIFT_GROUP_ID
 
     job_id = admit(pipeline, card_number=None, card_group_id=GIFT_GROUP_ID, amount_cents=5000)
     run(pipeline, job_id)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from producers.amounts import AmountError, parse_amount
+from cardload.producers.amounts import AmountError, parse_amount
 
 
 @pytest.mark.parametrize(

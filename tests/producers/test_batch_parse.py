@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producers.batch import BatchFileError, parse_batch
+from cardload.producers.batch import BatchFileError, parse_batch
 
 MAX = 50_000
 SECRET = b"row-key-secret"

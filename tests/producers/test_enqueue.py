@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import redis
 
-from config import Settings, to_env
-from jobs import IdempotencyConflict, JobStatus, JobStore
-from producers.batch import submit_batch
-from producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
+from cardload.config import Settings, to_env
+from cardload.jobs import IdempotencyConflict, JobStatus, JobStore
+from cardload.producers.batch import submit_batch
+from cardload.producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
+from cardload.worker import create_app
 from tests.services import ROOT, run_cli
 from tests.support import make_settings
-from worker.app import create_app
 
 CARD = "9276004424644352"
 
@@ -95,7 +95,7 @@ def test_amount_limit(producer: CardLoadProducer) -> None:
 def test_a_job_admitted_but_never_sent_is_sent_on_the_next_enqueue(
     producer: CardLoadProducer, real_redis: redis.Redis
 ) -> None:
-    from jobs import CardLoadJob
+    from cardload.jobs import CardLoadJob
 
     job = CardLoadJob(idempotency_key="crashed", card_number=CARD, amount_cents=100)
     producer.store.admit(job)  # as if the producer died before sending
@@ -202,8 +202,8 @@ def append(stream: Any, event: Any) -> None:
 def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None:
     from datetime import UTC, datetime
 
-    from events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
-    from jobs import JobSource
+    from cardload.events import CardLoadSucceeded, EventBalances, EventReceipt, EventStream
+    from cardload.jobs import JobSource
 
     now = datetime.now(UTC)
     stream = EventStream(real_redis, settings.events.stream)
@@ -232,7 +232,7 @@ def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None
 
     publish("before")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
-    command = [sys.executable, "-m", "cli.main", "events", "tail", "--follow", "--json"]
+    command = [sys.executable, "-m", "cardload.cli.main", "events", "tail", "--follow", "--json"]
     with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import (
+from cardload.sandbox import (
     SEED_CARD,
     FaultRule,
     FaultSettings,
@@ -16,7 +16,7 @@ from sandbox import (
     SandboxTransport,
     serve_in_thread,
 )
-from sandbox.faults import Endpoint, FaultInjector
+from cardload.sandbox.faults import Endpoint, FaultInjector
 from tests.support import load_request
 
 TX = "/api/v2/Smart/Transactions"

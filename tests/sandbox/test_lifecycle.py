@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import GIFT_CARD, NO_LOAD_BONUS_CARD, SEED_CARD, SandboxApp
-from sandbox.world import BONUS_GROUP_ID, WHITELIST_CARD
+from cardload.sandbox import GIFT_CARD, NO_LOAD_BONUS_CARD, SEED_CARD, SandboxApp
+from cardload.sandbox.world import BONUS_GROUP_ID, WHITELIST_CARD
 from tests.support import load_request, seed
 
 TX = "/api/v2/Smart/Transactions"

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import SandboxApp, serve_in_thread
-from sandbox.server import SandboxServer
+from cardload.sandbox import SandboxApp, serve_in_thread
+from cardload.sandbox.server import SandboxServer
 from tests.support import seed
 
 VOLATILE = ("id", "created")

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import LOCKED_CARD, SandboxApp
+from cardload.sandbox import LOCKED_CARD, SandboxApp
 from tests.support import load_request, seed
 
 Edit = Callable[[dict[str, Any]], None]
@@ -237,7 +237,7 @@ def test_missing_wrong_and_expired_tokens_get_403(
 def test_token_expires_after_its_lifetime() -> None:
     now = [1000.0]
     app = SandboxApp(token_ttl_s=60, monotonic=lambda: now[0])
-    from sandbox import SandboxTransport
+    from cardload.sandbox import SandboxTransport
 
     with httpx.Client(base_url="http://sb", transport=SandboxTransport(app)) as http:
         form = {

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from secuconnect import (
+from cardload.secuconnect import (
     AmbiguousError,
     NotFoundError,
     PermanentError,
@@ -14,7 +14,11 @@ from secuconnect import (
     RetryableError,
     SecuconnectError,
 )
-from secuconnect.classify import classify_response, classify_transport_error, parse_retry_after
+from cardload.secuconnect.classify import (
+    classify_response,
+    classify_transport_error,
+    parse_retry_after,
+)
 
 API_ERROR = json.dumps(
     {

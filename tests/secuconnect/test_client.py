@@ -8,8 +8,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from sandbox import LOCKED_CARD, SEED_CARD, SandboxApp
-from secuconnect import (
+from cardload.sandbox import LOCKED_CARD, SEED_CARD, SandboxApp
+from cardload.secuconnect import (
     AmbiguousError,
     CreateSmartTransaction,
     Credentials,
@@ -23,7 +23,7 @@ from secuconnect import (
     build_http,
     fetch_token,
 )
-from secuconnect.models import OAuthToken
+from cardload.secuconnect.models import OAuthToken
 from tests.support import CREDENTIALS, load_request, seed
 
 

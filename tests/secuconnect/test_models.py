@@ -7,15 +7,21 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from secuconnect import (
+from cardload.secuconnect import (
     ApiErrorBody,
     Balances,
     CreateSmartTransaction,
     SmartTransaction,
     TransactionStatus,
 )
-from secuconnect.models import OAuthToken
-from secuconnect.receipt import NameValueLine, OtherLine, SeparatorLine, SpaceLine, TextLine
+from cardload.secuconnect.models import OAuthToken
+from cardload.secuconnect.receipt import (
+    NameValueLine,
+    OtherLine,
+    SeparatorLine,
+    SpaceLine,
+    TextLine,
+)
 from tests.support import SEED_DIR, SHARED_SEED_DIR, seed
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from secuconnect.money import format_amount_de, format_money_de
+from cardload.secuconnect.money import format_amount_de, format_money_de
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from secuconnect import Credentials, MemoryTokenSource, TokenUnavailableError, build_http
-from secuconnect.models import OAuthToken
-from secuconnect.tokens import fetch_token
+from cardload.secuconnect import Credentials, MemoryTokenSource, TokenUnavailableError, build_http
+from cardload.secuconnect.models import OAuthToken
+from cardload.secuconnect.tokens import fetch_token
 
 SECRET = "s3cr3t-value"
 CREDENTIALS = Credentials("client", SecretStr(SECRET))

@@ -11,14 +11,14 @@ import httpx
 import pytest
 import redis
 
-from config import Settings, to_env
-from events import EventStream
-from jobs import JobRecord, JobStore, job_store
-from producers.enqueue import CardLoadProducer
-from sandbox import FaultSettings, SandboxApp, serve_in_thread
+from cardload.config import Settings, to_env
+from cardload.events import EventStream
+from cardload.jobs import JobRecord, JobStore, job_store
+from cardload.producers.enqueue import CardLoadProducer
+from cardload.sandbox import FaultSettings, SandboxApp, serve_in_thread
+from cardload.worker import create_app
 from tests.services import WorkerProcess, wait_for
 from tests.support import make_settings
-from worker.app import create_app
 
 
 @dataclass

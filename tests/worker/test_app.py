@@ -11,14 +11,14 @@ import redis
 from celery.exceptions import Reject, Retry
 from kombu.exceptions import OperationalError
 
-from jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
-from jobs.store import Announcement, Claimed
-from pipeline import Continue, RetryLater
-from tasks.card_load import act
+from cardload.jobs import CardLoadJob, HistoryEntry, JobStatus, JobStore, LoadResult
+from cardload.jobs.store import Announcement, Claimed
+from cardload.pipeline import Continue, RetryLater
+from cardload.tasks.card_load import act
+from cardload.worker import create_app
+from cardload.worker.settings import celery_config
+from cardload.worker.sweeper import recover_stalled
 from tests.support import make_settings
-from worker.app import create_app
-from worker.settings import celery_config
-from worker.sweeper import recover_stalled
 
 
 def test_reliability_settings() -> None:
@@ -37,7 +37,7 @@ def test_reliability_settings() -> None:
 def test_retry_delays_must_fit_the_visibility_timeout() -> None:
     from pydantic import ValidationError
 
-    from config import SettingsError
+    from cardload.config import SettingsError
 
     with pytest.raises((ValidationError, SettingsError), match="at most half of"):
         make_settings(
@@ -167,8 +167,8 @@ def test_a_thousand_unreadable_records_do_not_hide_a_stalled_job(
 def test_a_step_waiting_for_a_token_is_not_taken_for_stalled(
     real_redis: redis.Redis, redis_url: str
 ) -> None:
-    from pipeline.runtime import build_pipeline
-    from sandbox import SandboxApp, SandboxTransport
+    from cardload.pipeline.runtime import build_pipeline
+    from cardload.sandbox import SandboxApp, SandboxTransport
 
     settings = make_settings(
         redis_url, "http://sandbox.test", secuconnect={"client_secret": "wrong"}

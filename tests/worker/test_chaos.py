@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from deadletters import DeadLetterStore
-from events import CardLoadFailed
-from jobs import CardLoadJob, JobStatus
-from producers.replay import replay_dead_letters
+from cardload.deadletters import DeadLetterStore
+from cardload.events import CardLoadFailed
+from cardload.jobs import CardLoadJob, JobStatus
+from cardload.producers.replay import replay_dead_letters
 from tests.services import wait_for
 from tests.worker.conftest import Stack
 

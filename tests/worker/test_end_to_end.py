@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from events import CardLoadFailed, CardLoadSucceeded
-from jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobRecord, JobStatus
-from sandbox import LOCKED_CARD, SEED_CARD
+from cardload.events import CardLoadFailed, CardLoadSucceeded
+from cardload.jobs import CardLoadJob, ExtraLine, IdempotencyConflict, JobRecord, JobStatus
+from cardload.sandbox import LOCKED_CARD, SEED_CARD
 from tests.services import run_cli, wait_for
 from tests.support import assert_seed_result
 from tests.worker.conftest import Stack

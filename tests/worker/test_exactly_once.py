@@ -13,15 +13,15 @@ from typing import Any
 
 import redis
 
-from events import EventStream
-from jobs import CardLoadJob, JobStatus, job_store, keys
-from producers.enqueue import CardLoadProducer
-from sandbox import SEED_CARD, SandboxApp, serve_in_thread
+from cardload.events import EventStream
+from cardload.jobs import CardLoadJob, JobStatus, job_store, keys
+from cardload.producers.enqueue import CardLoadProducer
+from cardload.sandbox import SEED_CARD, SandboxApp, serve_in_thread
+from cardload.worker import create_app
+from cardload.worker.dispatch import Dispatch, send_steps
 from tests.services import RedisProcess, WorkerProcess, wait_for
 from tests.support import make_settings
 from tests.worker.conftest import Stack
-from worker.app import create_app
-from worker.dispatch import Dispatch, send_steps
 
 
 def job(key: str = "order-1", card: str = SEED_CARD, cents: int = 2000) -> CardLoadJob:

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from jobs import CardLoadJob, JobStatus
-from sandbox import GIFT_CARD, SEED_CARD
+from cardload.jobs import CardLoadJob, JobStatus
+from cardload.sandbox import GIFT_CARD, SEED_CARD
 from tests.services import ROOT, free_port, wait_for
 from tests.worker.conftest import Stack
 
@@ -30,7 +30,7 @@ def flower(running: Stack) -> Iterator[str]:
             "-m",
             "celery",
             "-A",
-            "worker",
+            "cardload.worker",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

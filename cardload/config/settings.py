@@ -1,0 +1,249 @@
+"""The settings tree.
+
+Every variable is ``CARDLOAD_<SECTION>_<FIELD>`` (or ``CARDLOAD_<FIELD>`` at the top),
+so the names below are public interface. Secrets are ``SecretStr``: they print as
+``**********`` and error messages never echo input values.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cardload.errors import CardloadError
+
+ENV_PREFIX = "CARDLOAD_"
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp://", "amqps://", "pyamqp://", "memory://")
+_SECUCONNECT_ID = r"^{prefix}_[A-Z0-9]{{30}}$"
+
+
+def _scheme_checker(schemes: tuple[str, ...]) -> AfterValidator:
+    def check(url: str) -> str:
+        if not url.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return url
+
+    return AfterValidator(check)
+
+
+def _http_url(url: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ValueError("must be an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+RedisUrl = Annotated[str, _scheme_checker(_REDIS_SCHEMES)]
+BrokerUrl = Annotated[str, _scheme_checker(_BROKER_SCHEMES)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecuconnectSettings(_Section):
+    """Where and as whom to call secuconnect. Credentials are optional here and
+    demanded by :meth:`Settings.require_secuconnect` on worker start, so a producer
+    host never needs the client secret."""
+
+    base_url: HttpUrl = "https://connect-testing.secuconnect.com"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    contract_id: Annotated[str, Field(pattern=_SECUCONNECT_ID.format(prefix="GCR"))] | None = None
+    device_id: Annotated[str, Field(pattern=_SECUCONNECT_ID.format(prefix="SDV"))] | None = None
+    connect_timeout_s: Seconds = 5.0
+    read_timeout_s: Seconds = 30.0
+    write_timeout_s: Seconds = 10.0
+    pool_timeout_s: Seconds = 10.0
+    max_connections: Annotated[int, Field(ge=1, le=1000)] = 50
+    # The SDKs cache a token for expires_in - 10 s; we refresh a little earlier so a
+    # request never starts with a token that expires while it is in flight.
+    token_refresh_margin_s: Annotated[int, Field(ge=0, le=600)] = 30
+
+    @property
+    def call_budget_s(self) -> float:
+        """The longest one call can take while every byte keeps within its timeouts."""
+        return (
+            self.pool_timeout_s
+            + self.connect_timeout_s
+            + self.write_timeout_s
+            + (self.read_timeout_s)
+        )
+
+    @property
+    def step_budget_s(self) -> float:
+        """The longest a step can take: a token fetch, then at most four calls (a start:
+        read, start, read back, a last read before failing), each repeated once after a
+        refused token, with a token fetch before the repeat."""
+        return self.call_budget_s * (1 + 4 * 3) + 5.0
+
+
+class RetrySettings(_Section):
+    """Exponential backoff with full jitter: delay = uniform(0, min(max, base * 2**n))."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    base_backoff_s: Seconds = 1.0
+    max_backoff_s: Seconds = 300.0
+
+    @model_validator(mode="after")
+    def _base_below_max(self) -> RetrySettings:
+        if self.base_backoff_s > self.max_backoff_s:
+            raise ValueError(
+                "CARDLOAD_RETRY_BASE_BACKOFF_S must not exceed CARDLOAD_RETRY_MAX_BACKOFF_S"
+            )
+        return self
+
+
+class EventSettings(_Section):
+    """Redis keys of the result-event stream and the dead-letter store."""
+
+    stream: Annotated[str, Field(min_length=1)] = "cardload:events"
+    stream_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
+    dead_letters: Annotated[str, Field(min_length=1)] = "cardload:dead_letters"
+    mask_card_numbers: bool = True
+
+
+class JobSettings(_Section):
+    """Limits on what a job may do, and how long before a silent job is re-dispatched."""
+
+    max_amount_cents: Annotated[int, Field(ge=1, le=100_000_000)] = 50_000
+    queue: Annotated[str, Field(min_length=1)] = "cardload"
+    # An unacknowledged message comes back after this long (Redis broker); it must
+    # exceed every retry delay or Celery runs a delayed retry twice.
+    visibility_timeout_s: Annotated[int, Field(ge=10)] = 3600
+    # A job with no progress for this long gets its current step sent again
+    # (a lost message, a producer that died between accepting and sending).
+    stall_after_s: Annotated[int, Field(ge=10)] = 7200
+    # A running step's lease on its job: renewed while the step runs, so it only runs
+    # out when the worker died or froze; then the next delivery may take the job over.
+    lease_s: Annotated[float, Field(ge=1, le=600)] = 30.0
+    # Before a first create, look the transaction up by merchantRef: "always" (one more
+    # API call per job; whatever Redis lost, even a job's whole record and its key, the
+    # API's own record is asked), or "after_doubt" (a retry, a replay, a takeover, a
+    # Redis that restarted or failed over since the record was written): only for a
+    # Redis that never loses an acknowledged write (appendfsync always, no failover to a
+    # replica that may lag).
+    create_lookup: Literal["always", "after_doubt"] = "always"
+    # A payment still in flight (processing, pending, approved) is read again, without
+    # using up attempts, until this long after it was first seen so; then the job is
+    # dead-lettered as possibly loaded, for a person to replay once it settled.
+    payment_timeout_s: Annotated[int, Field(ge=10)] = 3600
+    # Keys batch-file rows that have no reference (an HMAC of the row's content): set it
+    # on producer hosts once, never change it. Without it such rows are refused.
+    row_key_secret: SecretStr | None = None
+
+
+class WorkerSettings(_Section):
+    """Defaults of ``cardload worker``; command-line options override them."""
+
+    pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
+    concurrency: Annotated[int, Field(ge=1, le=1000)] = 32
+
+
+class LogSettings(_Section):
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """The whole tree. Build it with :func:`load_settings` for readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    broker_url: BrokerUrl | None = None
+    secuconnect: SecuconnectSettings = SecuconnectSettings()
+    retry: RetrySettings = RetrySettings()
+    events: EventSettings = EventSettings()
+    jobs: JobSettings = JobSettings()
+    worker: WorkerSettings = WorkerSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _retries_fit_the_visibility_timeout(self) -> Settings:
+        if self.retry.max_backoff_s * 2 > self.jobs.visibility_timeout_s:
+            raise ValueError(
+                "CARDLOAD_RETRY_MAX_BACKOFF_S must be at most half of "
+                "CARDLOAD_JOBS_VISIBILITY_TIMEOUT_S, or a delayed retry runs twice"
+            )
+        return self
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    def require_secuconnect(self) -> None:
+        """Fail unless everything needed to call secuconnect is set."""
+        needed = ("client_id", "client_secret", "contract_id", "device_id")
+        missing = [name for name in needed if not getattr(self.secuconnect, name)]
+        if missing:
+            raise SettingsError(
+                [
+                    f"{env_name(('secuconnect', name))}: required to call secuconnect, but not set"
+                    for name in missing
+                ]
+            )
+
+
+class SettingsError(CardloadError):
+    """Invalid or missing settings, one line per variable, never with its value."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``CARDLOAD_*`` variables, secrets included: only for handing the
+    configuration to a child process (a worker the demo or a test starts)."""
+    env: dict[str, str] = {}
+    for name, value in settings:
+        children = value if isinstance(value, BaseModel) else [(None, value)]
+        for child, inner in children:
+            if inner is not None:
+                env[env_name((name, child) if child else (name,))] = _env_text(inner)
+    return env
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "_".join(str(part) for part in loc).upper()
+
+
+def load_settings(env_file: Path | str | None = ".env") -> Settings:
+    """Read the environment (and ``env_file`` if it exists) into :class:`Settings`."""
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        # Deliberately not str(exc): pydantic would echo the input, which may be a secret.
+        raise SettingsError(
+            [f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        ) from None

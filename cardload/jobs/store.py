@@ -1,0 +1,472 @@
+"""The job state record in Redis: admission by idempotency key, claiming a step under a
+fenced lease, the fenced writes that end a step, dead-lettering and replay.
+
+This module is the record's one owner: every write goes through a script of
+:mod:`jobs.scripts`, called from here. Everyone else reads, or asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+import redis
+
+from cardload.config import Settings
+from cardload.errors import CardloadError
+from cardload.jobs import keys, scripts
+from cardload.jobs.model import (
+    CardLoadJob,
+    ErrorInfo,
+    HistoryEntry,
+    JobRecord,
+    JobStatus,
+    LoadResult,
+    now_utc,
+)
+from cardload.jobs.replies import text
+from cardload.jobs.routing import STEP_STATUSES, Step
+
+PIPELINE_CHUNK = 500
+
+
+class IdempotencyConflict(CardloadError):
+    """The idempotency key was used before for a job asking for something else."""
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"idempotency key {key!r} already used by job {job_id} with other content")
+        self.key = key
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Admission:
+    job_id: str
+    created: bool  # False: the key was known and this is the first job's id
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to run one step of one job, until another delivery takes it over."""
+
+    job_id: str
+    fence: str
+
+
+class FenceLost(CardloadError):
+    """A write on behalf of a step was refused: its lease expired and another delivery
+    of the job holds it now. Nothing was written; the step must not assume it was."""
+
+    def __init__(self, lease: Lease, holder: str) -> None:
+        super().__init__(
+            f"job {lease.job_id}: lease {lease.fence} was taken over by {holder or 'nobody'}"
+        )
+        self.lease = lease
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class Claimed:
+    lease: Lease
+    record: JobRecord  # as the claim left it (history not loaded)
+    attempt: int
+    previous: JobStatus
+    took_over: bool  # the expired lease of another delivery was taken over
+    unsettled_before: bool  # a start may have been sent and not settled before this
+    server_ms: int  # Redis's clock when the claim was made
+
+
+Unclaimed = Literal["missing", "finished", "proceed", "redirect", "busy", "locked"]
+_UNCLAIMED: dict[str, Unclaimed] = {reason: reason for reason in get_args(Unclaimed)}
+
+
+@dataclass(frozen=True)
+class NotClaimed:
+    reason: Unclaimed
+    status: str | None = None
+    locked_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A result event as the scripts append it to the stream (once per ``event_id``)."""
+
+    event_id: str
+    type: str
+    data: str  # the event as JSON
+
+    @property
+    def flag(self) -> str:
+        return f"event:{self.event_id}"
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord | None:
+    if not f:
+        return None
+    return JobRecord(
+        job=CardLoadJob.model_validate_json(f["job"]),
+        status=JobStatus(f["status"]),
+        transaction_id=f.get("transaction_id") or None,
+        attempts={
+            k.removeprefix("attempts_"): int(v)
+            for k, v in f.items()
+            if k.startswith("attempts_") and int(v)
+        },
+        generation=int(f.get("generation", 0)),
+        reconcile=f.get("reconcile") == "1",
+        load_uncertain=f.get("start_unsettled") == "1",
+        dispatched=f.get("dispatched") == "1",
+        enqueued_at=datetime.fromisoformat(f["enqueued_at"]),
+        updated_at=datetime.fromisoformat(f["updated_at"]),
+        result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
+        error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
+        pending_since_ms=int(f["pending_since_ms"]) if f.get("pending_since_ms") else None,
+        history=[HistoryEntry.model_validate_json(h) for h in history],
+        events=[v for k, v in f.items() if k.startswith("event:")],
+    )
+
+
+def _entry(entry: HistoryEntry, at: datetime) -> str:
+    return entry.model_copy(update={"at": at}).model_dump_json(exclude_none=True)
+
+
+class JobStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        stream: str = "cardload:events",
+        stream_maxlen: int = 1_000_000,
+        dead_letters: str = "cardload:dead_letters",
+    ) -> None:
+        self.redis = client
+        self.stream = stream
+        self.stream_maxlen = stream_maxlen
+        self.dead_letters = dead_letters
+        register = client.register_script
+        self._admit = register(scripts.ADMIT)
+        self._claim = register(scripts.CLAIM)
+        self._renew = register(scripts.RENEW)
+        self._release = register(scripts.RELEASE)
+        self._finish = register(scripts.FINISH_STEP)
+        self._succeed = register(scripts.SUCCEED)
+        self._dead_letter = register(scripts.DEAD_LETTER)
+        self._reopen = register(scripts.REOPEN)
+        self._note = register(scripts.NOTE)
+        self._touch = register(scripts.TOUCH)
+        self._announce = register(scripts.ANNOUNCE)
+
+    # --- admission ------------------------------------------------------------------
+
+    def admit(self, job: CardLoadJob) -> Admission:
+        result = self.admit_many([job])[0]
+        if isinstance(result, IdempotencyConflict):
+            raise result
+        return result
+
+    def admit_many(self, jobs: Sequence[CardLoadJob]) -> list[Admission | IdempotencyConflict]:
+        """One result per job, in order; pipelined, one round trip per chunk of jobs."""
+        out: list[Admission | IdempotencyConflict] = []
+        for start in range(0, len(jobs), PIPELINE_CHUNK):
+            chunk = jobs[start : start + PIPELINE_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for job in chunk:
+                self._admit_call(job, pipe)
+            for job, (value, created) in zip(chunk, pipe.execute(), strict=True):
+                job_id, _, fingerprint = text(value).partition(" ")
+                if not created and fingerprint != job.fingerprint():
+                    out.append(IdempotencyConflict(job.idempotency_key, job_id))
+                else:
+                    out.append(Admission(job_id, bool(created)))
+        return out
+
+    def _admit_call(self, job: CardLoadJob, pipe: Any) -> None:
+        now = now_utc()
+        entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="accepted")
+        job_keys = [keys.idempotency(job.idempotency_key), keys.job(job.job_id)]
+        self._admit(
+            keys=[*job_keys, keys.history(job.job_id), keys.ACTIVE],
+            args=[
+                job.job_id,
+                job.model_dump_json(),
+                job.fingerprint(),
+                now.isoformat(),
+                entry.model_dump_json(exclude_none=True),
+            ],
+            client=pipe,
+        )
+
+    def mark_dispatched(self, job_ids: Iterable[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hset(keys.job(job_id), "dispatched", 1)
+        pipe.execute()
+
+    def dispatched_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Whether each job's first message was sent (pipelined)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), "dispatched")
+        return {jid: v in (b"1", "1") for jid, v in zip(job_ids, pipe.execute(), strict=True)}
+
+    def job_id_for_key(self, key: str) -> str | None:
+        return self.job_ids_for_keys([key])[0]
+
+    def add_keys(self, aliases: Sequence[tuple[CardLoadJob, str]]) -> None:
+        """Let each job also answer to another job's key (same content, another key):
+        a later admission under that key finds this job, not a second load. A key taken
+        meanwhile stays with whoever took it."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keyed, job_id in aliases:
+            value = f"{job_id} {keyed.fingerprint()}"
+            pipe.set(keys.idempotency(keyed.idempotency_key), value, nx=True)
+        pipe.execute()
+
+    def job_ids_for_keys(self, idempotency_keys: Sequence[str]) -> list[str | None]:
+        """The job admitted under each key, or None (pipelined)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in idempotency_keys:
+            pipe.get(keys.idempotency(key))
+        return [text(v).partition(" ")[0] if v else None for v in pipe.execute()]
+
+    # --- reading --------------------------------------------------------------------
+
+    def load(self, job_id: str, *, history: bool = True) -> JobRecord | None:
+        return self.load_many([job_id], history=history)[0]
+
+    def load_many(self, job_ids: Sequence[str], *, history: bool = True) -> list[JobRecord | None]:
+        """Records in order (None for unknown ids), pipelined in chunks. Without
+        ``history`` the record's history is left empty: one read per job, not two."""
+        out: list[JobRecord | None] = []
+        for start in range(0, len(job_ids), PIPELINE_CHUNK):
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in job_ids[start : start + PIPELINE_CHUNK]:
+                pipe.hgetall(keys.job(job_id))
+                if history:
+                    pipe.lrange(keys.history(job_id), 0, -1)
+            replies = pipe.execute()
+            pairs = (
+                zip(replies[::2], replies[1::2], strict=True)
+                if history
+                else ((r, []) for r in replies)
+            )
+            out += [_record({text(k): text(v) for k, v in raw.items()}, h) for raw, h in pairs]
+        return out
+
+    def server_time(self) -> float:
+        """Redis's clock (unix seconds): the one every lease and progress score uses."""
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1e6
+
+    def stalled(self, older_than_ts: float, limit: int = 1000) -> list[str]:
+        """Unfinished jobs without progress since ``older_than_ts`` (Redis's unix seconds)."""
+        ids: Any = self.redis.zrangebyscore(keys.ACTIVE, "-inf", older_than_ts, start=0, num=limit)
+        return [text(i) for i in ids]
+
+    # --- claiming a step ---------------------------------------------------------------
+
+    def claim(
+        self, job_id: str, step: Step, *, lease_ms: int, max_attempts: int
+    ) -> Claimed | NotClaimed:
+        """One round trip: read the record, take the step's lease (unless another
+        delivery holds it), count the attempt, note where the record may be stale."""
+        statuses = STEP_STATUSES[step]
+        now = now_utc()
+        entry = HistoryEntry(at=now, status=statuses.running, step=step)
+        known = HistoryEntry(at=now, status=JobStatus.CREATED, note="transaction known: no create")
+        reply = self._claim(
+            keys=[keys.job(job_id), keys.history(job_id), keys.ACTIVE],
+            args=[
+                job_id,
+                step,
+                ",".join(s.value for s in statuses.claimable),
+                statuses.running.value,
+                entry.model_dump_json(exclude_none=True),
+                lease_ms,
+                max_attempts,
+                now.isoformat(),
+                known.model_dump_json(exclude_none=True),
+            ],
+        )
+        kind = text(reply[0])
+        if kind != "claimed":
+            status = text(reply[1]) if len(reply) > 1 and kind != "locked" else None
+            locked_ms = int(text(reply[1])) if kind == "locked" else 0
+            return NotClaimed(_UNCLAIMED[kind], status, locked_ms)
+        fence, attempt, previous, holder, unsettled, now_ms = (text(v) for v in reply[1:7])
+        record = _record(_fields(reply[7]))
+        assert record is not None
+        return Claimed(
+            Lease(job_id, fence),
+            record,
+            int(attempt),
+            JobStatus(previous),
+            took_over=bool(holder),
+            unsettled_before=unsettled == "1",
+            server_ms=int(now_ms),
+        )
+
+    def renew(self, leases: Sequence[Lease], lease_ms: int) -> list[bool]:
+        """Extend each lease that is still ours (pipelined); False where it was taken."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lease in leases:
+            self._renew(keys=[keys.job(lease.job_id)], args=[lease.fence, lease_ms], client=pipe)
+        return [bool(int(v)) for v in pipe.execute()]
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease back without writing anything else (a step that bailed out)."""
+        return bool(self._release(keys=[keys.job(lease.job_id)], args=[lease.fence]))
+
+    # --- the fenced writes that end a step ------------------------------------------------
+
+    def finish_step(
+        self,
+        lease: Lease,
+        entry: HistoryEntry,
+        fields: Mapping[str, str | int] | None = None,
+        *,
+        give_back: Step | None = None,
+    ) -> None:
+        """Record how the step ended (and ``fields``), give the lease back, and with
+        ``give_back`` the attempt the claim counted (the step only waited)."""
+        now = now_utc()
+        pairs = [x for pair in (fields or {}).items() for x in pair]
+        self._fenced(
+            lease,
+            self._finish(
+                keys=self._job_keys(lease.job_id),
+                args=[
+                    lease.job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.isoformat(),
+                    f"attempts_{give_back}" if give_back else "",
+                    *pairs,
+                ],
+            ),
+        )
+
+    def succeed(
+        self, lease: Lease, result: LoadResult, entry: HistoryEntry, event: Announcement
+    ) -> None:
+        """The job succeeded and its event is out, in one script: never one alone."""
+        now = now_utc()
+        self._fenced(
+            lease,
+            self._succeed(
+                keys=[*self._job_keys(lease.job_id), self.stream],
+                args=[
+                    lease.job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.isoformat(),
+                    result.model_dump_json(),
+                    *self._event_args(event),
+                ],
+            ),
+        )
+
+    def dead_letter(
+        self,
+        lease: Lease,
+        *,
+        error: ErrorInfo,
+        load_uncertain: bool,
+        letter: str,
+        entry: HistoryEntry,
+        event: Announcement,
+    ) -> None:
+        """Dead-letter the job: status, its entry in the store and its failed event."""
+        now = now_utc()
+        job_id = lease.job_id
+        self._fenced(
+            lease,
+            self._dead_letter(
+                keys=[
+                    *self._job_keys(job_id),
+                    self.dead_letters,
+                    keys.dead_letter(self.dead_letters, job_id),
+                    self.stream,
+                ],
+                args=[
+                    job_id,
+                    lease.fence,
+                    _entry(entry, now),
+                    now.isoformat(),
+                    error.model_dump_json(),
+                    int(load_uncertain),
+                    letter,
+                    *self._event_args(event),
+                ],
+            ),
+        )
+
+    # --- outside a step ------------------------------------------------------------------
+
+    def reopen(self, job_id: str) -> bool:
+        """Take a dead-lettered job out of the store and back to ``queued`` for a replay."""
+        now = now_utc()
+        entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="replayed from dead letters")
+        previous = self._reopen(
+            keys=[
+                *self._job_keys(job_id),
+                self.dead_letters,
+                keys.dead_letter(self.dead_letters, job_id),
+            ],
+            args=[job_id, entry.model_dump_json(exclude_none=True), now.isoformat()],
+        )
+        return text(previous) == JobStatus.DEAD_LETTERED
+
+    def announce(self, job_id: str, event: Announcement) -> bool:
+        """Append a succeeded job's event unless it is out already."""
+        return bool(
+            self._announce(keys=[keys.job(job_id), self.stream], args=self._event_args(event))
+        )
+
+    def touch(self, job_id: str) -> None:
+        """Count as progress for the stall sweep (the job waits, alive, for a token)."""
+        self._touch(keys=[keys.ACTIVE], args=[job_id])
+
+    def set_aside(self, job_id: str) -> None:
+        """Take a job whose record cannot be read out of the stall watch (where it would
+        keep the sweep from the jobs behind it) and into a set for a person to look at."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(keys.ACTIVE, job_id)
+        pipe.sadd(keys.SET_ASIDE, job_id)
+        pipe.execute()
+
+    def record(self, job_id: str, entry: HistoryEntry) -> None:
+        """Add a history entry (a note) without changing the status; counts as progress."""
+        now = now_utc()
+        self._note(keys=self._job_keys(job_id), args=[job_id, _entry(entry, now), now.isoformat()])
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_keys(job_id: str) -> list[str]:
+        return [keys.job(job_id), keys.history(job_id), keys.ACTIVE]
+
+    def _event_args(self, event: Announcement) -> list[str | int]:
+        return [event.flag, event.event_id, event.type, event.data, self.stream_maxlen]
+
+    @staticmethod
+    def _fenced(lease: Lease, reply: Any) -> None:
+        if text(reply[0]) == "fenced":
+            raise FenceLost(lease, text(reply[1]))
+
+
+def job_store(client: redis.Redis, settings: Settings) -> JobStore:
+    """The store with the stream and dead-letter names of these settings."""
+    events = settings.events
+    return JobStore(
+        client,
+        stream=events.stream,
+        stream_maxlen=events.stream_maxlen,
+        dead_letters=events.dead_letters,
+    )

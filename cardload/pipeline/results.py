@@ -1,0 +1,103 @@
+"""What a finished job leaves behind: its load result and its result event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from cardload.events.model import (
+    CardLoadFailed,
+    CardLoadSucceeded,
+    EventBalances,
+    EventReceipt,
+    failed_event_id,
+    succeeded_event_id,
+)
+from cardload.jobs.model import ErrorInfo, JobRecord, LoadResult
+from cardload.jobs.store import Announcement
+from cardload.observability.masking import mask_card_number, mask_receipt
+from cardload.secuconnect.models import SmartTransaction
+from cardload.secuconnect.receipt import render_receipt
+
+
+def load_result(tx: SmartTransaction) -> LoadResult:
+    """The transaction's outcome; balances None if its answer carried none (the card was
+    loaded: a missing balance must not keep the job from succeeding)."""
+    balances = tx.balances
+    return LoadResult(
+        transaction_id=tx.id,
+        status=tx.status,
+        cash_cents=balances.cash_cents if balances else None,
+        bonus_cents=balances.bonus_cents if balances else None,
+        total_cents=balances.total_cents if balances else None,
+        receipt=[line.model_dump(mode="json", exclude_none=True) for line in tx.receipt],
+        card_number=tx.card_number,
+    )
+
+
+def _card(number: str | None, mask: bool) -> str | None:
+    return mask_card_number(number) if number and mask else number
+
+
+def succeeded_event(
+    record: JobRecord, result: LoadResult, *, mask: bool, now: datetime
+) -> CardLoadSucceeded:
+    # The receipt prints the card number too: masked there like everywhere else.
+    lines = mask_receipt(result.receipt) if mask else result.receipt
+    parsed = SmartTransaction.model_validate(
+        {"id": result.transaction_id, "status": result.status, "receipt": lines}
+    )
+    job = record.job
+    return CardLoadSucceeded(
+        event_id=succeeded_event_id(job.job_id),
+        occurred_at=now,
+        job_id=job.job_id,
+        idempotency_key=job.idempotency_key,
+        source=job.source,
+        card_number=_card(result.card_number or job.card_number, mask),
+        amount_cents=job.amount_cents,
+        currency=job.currency,
+        attempts=record.attempts,
+        enqueued_at=record.enqueued_at,
+        transaction_id=result.transaction_id,
+        status=result.status,
+        balances=_balances(result),
+        receipt=EventReceipt(lines=lines, text=render_receipt(parsed.receipt)),
+        finished_at=now,
+    )
+
+
+def _balances(result: LoadResult) -> EventBalances | None:
+    if result.cash_cents is None or result.bonus_cents is None or result.total_cents is None:
+        return None
+    return EventBalances(
+        cash_cents=result.cash_cents,
+        bonus_cents=result.bonus_cents,
+        total_cents=result.total_cents,
+    )
+
+
+def failed_event(
+    record: JobRecord, error: ErrorInfo, *, load_uncertain: bool, mask: bool, now: datetime
+) -> CardLoadFailed:
+    job = record.job
+    return CardLoadFailed(
+        event_id=failed_event_id(job.job_id, record.generation),
+        occurred_at=now,
+        job_id=job.job_id,
+        idempotency_key=job.idempotency_key,
+        source=job.source,
+        card_number=_card(job.card_number, mask),
+        amount_cents=job.amount_cents,
+        currency=job.currency,
+        attempts=record.attempts,
+        enqueued_at=record.enqueued_at,
+        transaction_id=record.transaction_id,
+        error=error,
+        generation=record.generation,
+        load_uncertain=load_uncertain,
+        failed_at=now,
+    )
+
+
+def announcement(event: CardLoadSucceeded | CardLoadFailed) -> Announcement:
+    return Announcement(event.event_id, event.type, event.model_dump_json())

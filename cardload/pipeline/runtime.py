@@ -1,0 +1,81 @@
+"""The pipeline's resources, built once per worker process.
+
+One Redis connection pool, one httpx connection pool, one access token and one lease
+keeper per process; rebuilt if the process was forked (a prefork child must not share
+its parent's sockets).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import httpx
+import redis
+
+from cardload.config import Settings, load_settings
+from cardload.jobs.leases import LeaseKeeper
+from cardload.jobs.store import job_store
+from cardload.pipeline.steps import Pipeline
+from cardload.secuconnect import (
+    Credentials,
+    MemoryTokenSource,
+    SecuconnectClient,
+    build_http,
+    fetch_token,
+)
+
+
+class _PerProcess:
+    lock = threading.Lock()
+    pid = 0
+    pipeline: Pipeline | None = None
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+def build_pipeline(
+    settings: Settings,
+    *,
+    client: redis.Redis | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Pipeline:
+    settings.require_secuconnect()
+    secu = settings.secuconnect
+    assert secu.client_id and secu.client_secret
+    client = client or redis_client(settings)
+    http = build_http(
+        secu.base_url,
+        timeout=httpx.Timeout(
+            connect=secu.connect_timeout_s,
+            read=secu.read_timeout_s,
+            write=secu.write_timeout_s,
+            pool=secu.pool_timeout_s,
+        ),
+        max_connections=secu.max_connections,
+        transport=transport,
+    )
+    credentials = Credentials(secu.client_id, secu.client_secret)
+    # The token stays in this process: see secuconnect.tokens for why not in Redis.
+    tokens = MemoryTokenSource(
+        lambda: fetch_token(http, credentials),
+        margin_s=secu.token_refresh_margin_s,
+        backoff_base_s=settings.retry.base_backoff_s,
+        backoff_max_s=min(60.0, settings.retry.max_backoff_s),
+    )
+    store = job_store(client, settings)
+    leases = LeaseKeeper(store, int(settings.jobs.lease_s * 1000), secu.step_budget_s)
+    return Pipeline(
+        store=store, client=SecuconnectClient(http, tokens), leases=leases, settings=settings
+    )
+
+
+def current() -> Pipeline:
+    """This process's pipeline, built on first use."""
+    state = _PerProcess
+    with state.lock:
+        if state.pipeline is None or state.pid != os.getpid():
+            state.pipeline, state.pid = build_pipeline(load_settings()), os.getpid()
+        return state.pipeline

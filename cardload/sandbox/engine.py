@@ -1,0 +1,271 @@
+"""What the Smart Transactions endpoints do to the sandbox's world.
+
+Callers hold the app's lock, so each operation is atomic: a start either loads the
+card and sets ``ok`` or changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from cardload.sandbox.failures import invalid, not_allowed, not_found
+from cardload.sandbox.receipt import Booking, build_receipt
+from cardload.sandbox.render import timestamp
+from cardload.sandbox.validation import validate_create
+from cardload.sandbox.world import LOAD_EAN, Card, Transaction, World
+from cardload.secuconnect.money import format_amount_de
+
+PAYMENT_METHODS = frozenset(
+    {"cash", "cashless", "creditcard", "debit", "invoice", "loyalty", "paypal", "prepaid", "sofort"}
+)
+QUERY_FIELDS = {
+    "merchantRef": "merchant_ref",
+    "transactionRef": "transaction_ref",
+    "status": "status",
+    "id": "id",
+}
+MAX_PAGE = 100
+_TERM = re.compile(r'\s*(?:AND\s+)?(\w+):("(?:[^"\\]|\\.)*"|[^\s"]+)\s*', re.IGNORECASE)
+_SALUTATIONS = {
+    "mr.": "Herr",
+    "mr": "Herr",
+    "mrs.": "Frau",
+    "ms.": "Frau",
+    "mrs": "Frau",
+    "ms": "Frau",
+}
+
+
+def parse_query(q: str) -> list[tuple[str, str]]:
+    """``merchantRef:ORDER-1 AND status:ok``; values with spaces in double quotes."""
+    terms: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(q):
+        match = _TERM.match(q, pos)
+        if not match:
+            raise invalid(f"q: cannot read {q[pos:]!r}; use field:value, e.g. merchantRef:ORDER-1")
+        field, value = match.group(1), match.group(2)
+        if field not in QUERY_FIELDS:
+            raise invalid(f"q: unknown field {field!r}; known: {', '.join(QUERY_FIELDS)}")
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        terms.append((field, value))
+        pos = match.end()
+    return terms
+
+
+class Engine:
+    def __init__(self, world: World, clock: Callable[[], datetime]) -> None:
+        self.world = world
+        self._clock = clock
+        self._processing: list[Transaction] = []
+
+    def settle(self) -> None:
+        """Complete every start whose processing time is over (called before each
+        request, so what a client reads is what the time says)."""
+        if not self._processing:
+            return
+        now = self._clock()
+        due = [tx for tx in self._processing if tx.completes_at and tx.completes_at <= now]
+        for tx in due:
+            self._processing.remove(tx)
+            self._complete(tx, tx.completes_at or now)
+
+    def create(self, body: Any) -> Transaction:
+        valid = validate_create(self.world, body)
+        now = self._clock()
+        idents = [
+            {"type": "card", "value": self.world.issue_card(i["value"], now).number}
+            if i["type"] == "create_card"
+            else i
+            for i in valid.idents
+        ]
+        customer = valid.customer
+        if customer is not None and customer["id"] is None:
+            customer = self._customer_on_the_fly(customer["contact"])
+        tx = Transaction(
+            id=self.world.ids.object_id("STX"),
+            created=now,
+            contract_id=body["contract"]["id"],
+            device_id=body["device_source"]["id"],
+            customer=customer,
+            intent=body.get("intent", "sale"),
+            idents=idents,
+            products=valid.products,
+            basket_sum=valid.basket_sum,
+            currency=valid.currency,
+            merchant_ref=body.get("merchantRef"),
+            transaction_ref=body.get("transactionRef"),
+            is_demo=body.get("is_demo"),
+            communications=body.get("communications"),
+            payment_context=body.get("payment_context"),
+        )
+        self.world.transactions[tx.id] = tx
+        if tx.merchant_ref is not None:
+            self.world.by_merchant_ref.setdefault(tx.merchant_ref, []).append(tx.id)
+        return tx
+
+    def get(self, tx_id: str) -> Transaction:
+        tx = self.world.transactions.get(tx_id)
+        if tx is None:
+            raise not_found(f"Smart transaction {tx_id} not found")
+        return tx
+
+    def list(
+        self, q: str | None, count: int, offset: int, descending: bool
+    ) -> tuple[int, list[Transaction]]:
+        terms = parse_query(q) if q else []
+        refs = [value for field, value in terms if field == "merchantRef"]
+        if refs:  # the index keeps a lookup by merchantRef cheap at any size
+            ids = self.world.by_merchant_ref.get(refs[0], [])
+            candidates = [self.world.transactions[i] for i in ids]
+        else:
+            candidates = list(self.world.transactions.values())
+        hits = [
+            tx
+            for tx in candidates
+            if all(getattr(tx, QUERY_FIELDS[field]) == value for field, value in terms)
+        ]
+        if descending:
+            hits.reverse()
+        return len(hits), hits[offset : offset + min(count, MAX_PAGE)]
+
+    def start(
+        self, tx_id: str, payment_method: str | None, processing_s: float = 0.0
+    ) -> Transaction:
+        """Pay: load the card and set ``ok``; with ``processing_s``, first answer
+        ``processing`` and load the card only when that time is over."""
+        tx = self.get(tx_id)
+        if tx.status != "created":
+            raise not_allowed(
+                f"Smart transaction {tx_id} has status {tx.status}; only created can be started"
+            )
+        if payment_method is not None and payment_method not in PAYMENT_METHODS:
+            raise invalid(f"payment method {payment_method!r} not supported")
+        card = self.world.cards.get(tx.card_number) if tx.card_number else None
+        if card is not None and card.lock_status != "unlocked":
+            raise not_allowed(f"card {card.number} is locked")
+        now = self._clock()
+        tx.updated, tx.payment_method = now, payment_method
+        if processing_s > 0:
+            tx.status, tx.completes_at = "processing", now + timedelta(seconds=processing_s)
+            self._processing.append(tx)
+            return tx
+        self._complete(tx, now)
+        return tx
+
+    def _complete(self, tx: Transaction, now: datetime) -> None:
+        card = self.world.cards.get(tx.card_number) if tx.card_number else None
+        if card is not None:
+            self._book(tx, card, now)
+        tx.status, tx.updated, tx.completes_at = "ok", now, None
+        if tx.communications and card is not None:
+            self._notify(tx, card, now)
+
+    def cancel(self, tx_id: str) -> Transaction:
+        tx = self.get(tx_id)
+        if tx.status == "ok":
+            self._reverse(tx)
+        elif tx.status != "created":
+            raise not_allowed(f"Smart transaction {tx_id} has status {tx.status}; cannot cancel")
+        tx.status, tx.updated = "cancelled", self._clock()
+        return tx
+
+    # --- bookings -------------------------------------------------------------------
+
+    def _book(self, tx: Transaction, card: Card, now: datetime) -> None:
+        """Bonus on the eligible basket first, then the load: the seed's receipt order."""
+        group = self.world.groups[card.group_id]
+        totals = [(p["ean"], p["quantity"] * p["priceOne"]) for p in tx.products]
+        eligible = sum(total for ean, total in totals if group.earns_bonus(ean))
+        # Whole cents, rounded down: a bonus is never more than the programme's rate.
+        tx.bonus_cents = eligible * group.bonus_bp // 10_000
+        tx.load_cents = sum(total for ean, total in totals if ean == LOAD_EAN)
+        bonus_ta = self.world.ids.ta_code()
+        self.world.ids.ta_code()  # the payment's own booking sits between the two
+        card.bonus_cents += tx.bonus_cents
+        after_bonus = card.balance_cents
+        load_ta = self.world.ids.ta_code()
+        card.cash_cents += tx.load_cents
+        card.last_usage = now
+        if tx.load_cents:
+            card.last_charge = now
+            self._ledger(tx, card, now)
+        tx.receipt = build_receipt(
+            Booking(
+                card_number=card.number,
+                currency=tx.currency,
+                turnover_cents=tx.basket_sum,
+                bonus_cents=tx.bonus_cents,
+                balance_after_bonus_cents=after_bonus,
+                load_cents=tx.load_cents,
+                balance_after_load_cents=card.balance_cents,
+                bonus_ta_code=bonus_ta,
+                load_ta_code=load_ta,
+            )
+        )
+
+    def _reverse(self, tx: Transaction) -> None:
+        card = self.world.cards.get(tx.card_number) if tx.card_number else None
+        if card is None:
+            return
+        if card.cash_cents < tx.load_cents or card.bonus_cents < tx.bonus_cents:
+            raise not_allowed("card balance already spent; cannot cancel the load")
+        card.cash_cents -= tx.load_cents
+        card.bonus_cents -= tx.bonus_cents
+        if tx.load_cents:
+            self._ledger(tx, card, self._clock(), reversal=True)
+
+    def _ledger(
+        self, tx: Transaction, card: Card, now: datetime, *, reversal: bool = False
+    ) -> None:
+        sign = -1 if reversal else 1
+        self.world.ledger.append(
+            {
+                "kind": "reversal" if reversal else "load",
+                "transaction_id": tx.id,
+                "card_number": card.number,
+                "amount_cents": sign * tx.load_cents,
+                "bonus_cents": sign * tx.bonus_cents,
+                "currency": tx.currency,
+                "at": timestamp(now),
+            }
+        )
+
+    def _customer_on_the_fly(self, contact: dict[str, Any]) -> dict[str, Any]:
+        customer: dict[str, Any] = {"id": self.world.ids.object_id("PCU"), "contact": contact}
+        self.world.customers[customer["id"]] = customer
+        return customer
+
+    def _notify(self, tx: Transaction, card: Card, now: datetime) -> None:
+        assert tx.communications is not None and tx.customer is not None
+        contact = tx.customer["contact"]
+        template = self.world.templates[tx.communications["template_id"]]
+        load_lines = [p for p in tx.products if p["ean"] == LOAD_EAN] or tx.products
+        salutation = contact.get("salutation") or ""
+        values = {
+            "salutation": _SALUTATIONS.get(salutation.lower(), salutation),
+            "title": contact.get("title") or "",
+            "forename": contact.get("forename") or "",
+            "surname": contact.get("surname") or "",
+            "cardnumber": card.number,
+            "amount": format_amount_de(tx.load_cents, tx.currency),
+            "article_description": load_lines[0]["desc"],
+        }
+        subject, body = template.subject, template.body
+        for key, value in values.items():
+            body = body.replace("{{" + key + "}}", value)
+        self.world.outbox.append(
+            {
+                "to": contact["email"],
+                "template_id": template.id,
+                "transaction_id": tx.id,
+                "subject": subject,
+                "body": body,
+                "placeholders": values,
+                "sent_at": timestamp(now),
+            }
+        )

@@ -1,0 +1,47 @@
+"""secuconnect Smart Transactions: wire models, the error tree, and the HTTP client."""
+
+from cardload.secuconnect.client import SecuconnectClient, build_http
+from cardload.secuconnect.errors import (
+    AmbiguousError,
+    KeyConflictError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    SecuconnectError,
+    TokenUnavailableError,
+)
+from cardload.secuconnect.models import (
+    LOAD_EAN,
+    ApiErrorBody,
+    Balances,
+    CreateSmartTransaction,
+    SmartTransaction,
+    SmartTransactionList,
+    TransactionStatus,
+)
+from cardload.secuconnect.tokens import Credentials, MemoryTokenSource, TokenSource, fetch_token
+
+__all__ = [
+    "LOAD_EAN",
+    "AmbiguousError",
+    "ApiErrorBody",
+    "Balances",
+    "CreateSmartTransaction",
+    "Credentials",
+    "KeyConflictError",
+    "MemoryTokenSource",
+    "NotFoundError",
+    "PermanentError",
+    "RateLimitedError",
+    "RetryableError",
+    "SecuconnectClient",
+    "SecuconnectError",
+    "SmartTransaction",
+    "SmartTransactionList",
+    "TokenSource",
+    "TokenUnavailableError",
+    "TransactionStatus",
+    "build_http",
+    "fetch_token",
+]

@@ -1,0 +1,150 @@
+"""The secuconnect Smart Transactions client: one httpx pool, typed calls, one error tree.
+
+Every call sends ``Authorization: Bearer``; on 401, or 403 ``ProductNotAllowedException``
+(how the API reports an expired token), it drops the token, fetches a new one and
+repeats the call once, as the official SDKs do.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from cardload.secuconnect.classify import classify_response, classify_transport_error
+from cardload.secuconnect.errors import AmbiguousError, RetryableError
+from cardload.secuconnect.models import (
+    CreateSmartTransaction,
+    SmartTransaction,
+    SmartTransactionList,
+)
+from cardload.secuconnect.tokens import TokenSource
+
+API_PREFIX = "/api/v2"
+TRANSACTIONS = f"{API_PREFIX}/Smart/Transactions"
+_EXPIRED_TOKEN_ERROR = "ProductNotAllowedException"
+_M = TypeVar("_M", SmartTransaction, SmartTransactionList)
+
+
+def build_http(
+    base_url: str,
+    *,
+    timeout: httpx.Timeout | None = None,
+    max_connections: int = 50,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """The one connection pool a worker process uses."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout or httpx.Timeout(30.0, connect=5.0),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        transport=transport,
+        headers={"User-Agent": "cardload/0.1", "Accept": "application/json"},
+    )
+
+
+class SecuconnectClient:
+    def __init__(self, http: httpx.Client, tokens: TokenSource) -> None:
+        self._http = http
+        self._tokens = tokens
+
+    def authenticate(self) -> None:
+        """Make sure a token is at hand (cached, or fetched now); raises
+        :class:`TokenUnavailableError` if none can be had. A step asks before it claims
+        its job, so waiting for the token endpoint costs the job no attempt."""
+        self._tokens.token()
+
+    # --- Smart Transactions ----------------------------------------------------
+
+    def create(self, request: CreateSmartTransaction) -> SmartTransaction:
+        return self._transaction("POST", TRANSACTIONS, json=request.to_wire())
+
+    def get(self, transaction_id: str) -> SmartTransaction:
+        return self._transaction("GET", f"{TRANSACTIONS}/{transaction_id}")
+
+    def start(self, transaction_id: str, payment_method: str | None = None) -> SmartTransaction:
+        path = f"{TRANSACTIONS}/{transaction_id}/start"
+        return self._transaction("POST", f"{path}/{payment_method}" if payment_method else path)
+
+    def cancel(self, transaction_id: str) -> SmartTransaction:
+        return self._transaction("POST", f"{TRANSACTIONS}/{transaction_id}/cancel")
+
+    def search(
+        self, *, q: str | None = None, count: int = 20, offset: int = 0
+    ) -> SmartTransactionList:
+        params: dict[str, str | int] = {"count": count, "offset": offset}
+        if q:
+            params["q"] = q
+        body = self._call("GET", TRANSACTIONS, params=params)
+        return self._parse("GET", SmartTransactionList, body)
+
+    def find_by_merchant_ref(self, merchant_ref: str) -> list[SmartTransaction]:
+        """Transactions created with this merchantRef (``q=merchantRef:VALUE``), oldest first."""
+        quoted = merchant_ref.replace("\\", "\\\\").replace('"', '\\"')
+        return self.search(q=f'merchantRef:"{quoted}"', count=100).data
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SecuconnectClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _transaction(self, method: str, path: str, **kw: Any) -> SmartTransaction:
+        return self._parse(method, SmartTransaction, self._call(method, path, **kw))
+
+    @staticmethod
+    def _parse(method: str, model: type[_M], body: bytes) -> _M:
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            # A 200 we cannot read: for a POST the effect may have happened.
+            error_type = AmbiguousError if method == "POST" else RetryableError
+            raise error_type(
+                f"{method} answered 200 with a body that is not a {model.__name__} "
+                f"({exc.error_count()} problems)",
+                http_status=200,
+            ) from None  # pydantic's error quotes the body's values: card numbers, balances
+
+    def _call(self, method: str, path: str, **kw: Any) -> bytes:
+        token = self._tokens.token()
+        response = self._send(method, path, token, **kw)
+        if self._is_expired_token(response):
+            self._tokens.invalidate(token)
+            response = self._send(method, path, self._tokens.token(), **kw)
+        if 200 <= response.status_code < 300:
+            return response.content
+        raise classify_response(
+            method,
+            response.status_code,
+            response.content,
+            response.headers.get("content-type", ""),
+            response.headers.get("retry-after"),
+        )
+
+    def _send(self, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
+        try:
+            return self._http.request(
+                method, path, headers={"Authorization": f"Bearer {token}"}, **kw
+            )
+        except httpx.RequestError as exc:  # transport errors, and a body we cannot decode
+            raise classify_transport_error(method, exc) from exc
+
+    @staticmethod
+    def _is_expired_token(response: httpx.Response) -> bool:
+        if response.status_code == 401:
+            return True
+        return response.status_code == 403 and _EXPIRED_TOKEN_ERROR.encode() in response.content

@@ -1,0 +1,101 @@
+"""The card-load chain: ``cardload.create`` → ``cardload.start``.
+
+Each task runs one pipeline step and acts on its outcome. A step sends the next one
+itself, after its state is saved, instead of relying on a Celery ``chain`` signature:
+a chain's remainder can be lost after a retry (celery #6631), while a saved state plus
+an explicit send survives redelivery and the stall sweep. A send that fails (the
+broker unreachable after kombu's own retries) retries this task, whose next run finds
+the state saved and sends again; and if not even the retry can be published, the
+message is handed back to the broker rather than acknowledged away. The result event
+needs no message at all: it is written with the success.
+
+Task arguments are the job id only, so no card number reaches the broker or Flower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
+
+from cardload.jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES
+from cardload.observability import bind_job, get_logger
+from cardload.pipeline import Continue, Finished, Outcome, RetryLater
+from cardload.pipeline.runtime import current
+
+log = get_logger(__name__)
+
+# Redis unreachable (job state) or the broker unreachable (sending the next step):
+# nothing was decided that is not saved, so run the task again later.
+TRANSIENT = (redis.RedisError, OperationalError)
+SEND_RETRY_S = 2.0
+
+
+class CardLoadTask(Task):
+    """A task whose retries are never acknowledged away."""
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            # Celery could not publish the retry (the broker is down) and would drop the
+            # message: hand it back instead, so it runs again (at once, or after the
+            # visibility timeout if the broker cannot take it back either).
+            raise Reject(exc.reason, requeue=True) from exc
+
+
+_OPTIONS: dict[str, Any] = {
+    "shared": False,  # on our app alone: Celery shares a task with every app by default
+    "base": CardLoadTask,
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": None,  # our own attempt counter in the job record is the limit
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+}
+
+
+def act(task: Task, job_id: str, outcome: Outcome) -> str:
+    """Do what the step asked for: send the next step, retry later, or nothing."""
+    if isinstance(outcome, Continue):
+        try:
+            task.app.send_task(TASK_NAMES[outcome.step], args=[job_id], argsrepr=repr((job_id,)))
+        except TRANSIENT as exc:
+            log.warning("step.send_failed", next_step=outcome.step, error=str(exc))
+            raise task.retry(countdown=SEND_RETRY_S, max_retries=None, exc=exc) from exc
+        return f"continue: {outcome.step}"
+    if isinstance(outcome, RetryLater):
+        raise task.retry(countdown=outcome.delay_s, max_retries=None)
+    assert isinstance(outcome, Finished)
+    return outcome.reason
+
+
+def register_tasks(app: Celery) -> None:
+    """Define the tasks on ``app`` alone (never ``shared_task``: those would join every
+    Celery app of the host process too)."""
+
+    @app.task(name=TASK_NAMES["create"], **_OPTIONS)
+    def create(self: Task, job_id: str) -> str:
+        """Create the Smart Transaction (or find the one an earlier attempt created)."""
+        bind_job(job_id, step="create")
+        return act(self, job_id, current().create(job_id))
+
+    @app.task(name=TASK_NAMES["start"], **_OPTIONS)
+    def start(self: Task, job_id: str) -> str:
+        """Start the transaction, which loads the card; read it first after any doubt."""
+        bind_job(job_id, step="start")
+        return act(self, job_id, current().start(job_id))
+
+    @app.task(name=LEGACY_PUBLISH_TASK, **_OPTIONS)
+    def publish(self: Task, job_id: str) -> str:
+        """cardload 0.1's event step, for its messages still queued: the event, if missing."""
+        bind_job(job_id, step="publish")
+        return act(self, job_id, current().publish(job_id))

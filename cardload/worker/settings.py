@@ -1,0 +1,54 @@
+"""Celery's configuration, derived from cardload's settings.
+
+Why each setting:
+- acks late + reject on worker lost: a message is acknowledged only after its step
+  ran; a killed child's message goes back to the queue.
+- prefetch 1: a worker holds no more messages than it runs.
+- visibility timeout longer than any retry delay: otherwise a delayed retry waiting
+  unacknowledged in a worker is delivered a second time.
+- events on, sent events on: Flower sees every task, also before a worker takes it.
+- publishing retried with backoff for about ten seconds: a step's next message survives
+  a broker blip (past that, the task itself retries, and the stall sweep backs it up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cardload.config import Settings
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    vt = settings.jobs.visibility_timeout_s
+    visibility = {"visibility_timeout": vt}
+    # kombu scans for expired unacknowledged messages every interval x throttle seconds
+    # (100 s by default); scan every interval instead, so a killed worker's messages
+    # come back soon after the visibility timeout, not minutes later.
+    restore = {"unacked_restore_interval": max(1, min(10, vt // 10)), "unacked_restore_throttle": 1}
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_transport_options": visibility | restore,
+        "result_backend_transport_options": visibility,
+        "visibility_timeout": settings.jobs.visibility_timeout_s,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": settings.jobs.queue,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,  # state lives in the job record, not a result backend
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 6,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 3.0,
+        },
+    }

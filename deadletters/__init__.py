@@ -1,5 +1,0 @@
-"""Jobs that could not succeed: kept with their reason, inspectable and replayable."""
-
-from deadletters.store import DeadLetter, DeadLetterStore
-
-__all__ = ["DeadLetter", "DeadLetterStore"]

@@ -1,6 +1,0 @@
-"""The card-load domain: what each step of a job does, independent of Celery."""
-
-from pipeline.outcome import Continue, Finished, Outcome, RetryLater
-from pipeline.steps import Pipeline
-
-__all__ = ["Continue", "Finished", "Outcome", "Pipeline", "RetryLater"]
