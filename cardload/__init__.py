@@ -16,6 +16,7 @@ use (``cardload.worker.default_app``), configured from ``CARDLOAD_*`` variables.
 
 from __future__ import annotations
 
+from cardload._version import __version__
 from cardload.config import Settings, SettingsError, load_settings
 from cardload.deadletters import DeadLetter, DeadLetterStore
 from cardload.errors import CardloadError
@@ -39,8 +40,6 @@ from cardload.producers import (
     replay_dead_letter,
     replay_dead_letters,
 )
-
-__version__ = "0.2.0"
 
 __all__ = [
     "AmountError",

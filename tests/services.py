@@ -3,11 +3,14 @@ and helpers to wait on conditions (never on fixed sleeps)."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +21,15 @@ from cardload.cli.localstack import free_port, pings, redis_server, wait_for
 from cardload.config import Settings, to_env
 
 ROOT = Path(__file__).parents[1]
+
+
+@functools.cache
+def scratch_dir() -> Path:
+    """Where subprocesses run: a directory of their own, so a developer's ``.env`` in
+    the repository (settings read it from the working directory) never leaks in."""
+    path = Path(tempfile.mkdtemp(prefix="cardload-tests-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 class WorkerProcess:
@@ -40,7 +52,7 @@ class WorkerProcess:
                 f"test-{free_port()}@%h",
                 *extra,
             ],
-            cwd=ROOT,
+            cwd=log_path.parent,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -123,7 +135,9 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """``cardload ARGS`` as an operator runs it, configured by these settings only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
     command = [sys.executable, "-m", "cardload.cli.main", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        command, cwd=scratch_dir(), env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def in_thread(target: Callable[[], None]) -> threading.Thread:
@@ -140,5 +154,6 @@ __all__ = [
     "in_thread",
     "redis_server",
     "run_cli",
+    "scratch_dir",
     "wait_for",
 ]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cardload.jobs.model import CardLoadJob
-from cardload.secuconnect.models import LOAD_EAN, CreateSmartTransaction, SmartTransaction
+from cardload.secuconnect.models import (
+    LOAD_EAN,
+    Basket,
+    BasketInfo,
+    Communications,
+    CreateSmartTransaction,
+    CustomerRef,
+    IdentRequest,
+    Product,
+    Ref,
+    SmartTransaction,
+)
 
 
 def build_create_request(
@@ -13,50 +22,49 @@ def build_create_request(
 ) -> CreateSmartTransaction:
     """The card in ``idents`` (or a card group to issue one), the load as a basket line
     with the reserved EAN, any extra lines before it, ``merchantRef`` = idempotency key."""
-    products: list[dict[str, Any]] = [
-        {
-            "id": i,
-            "desc": line.desc,
-            "articleNumber": line.article_number,
-            "ean": line.ean,
-            "quantity": line.quantity,
-            "priceOne": line.price_one_cents,
-            "tax": line.tax,
-        }
+    products = [
+        Product(
+            id=i,
+            desc=line.desc,
+            article_number=line.article_number,
+            ean=line.ean,
+            quantity=line.quantity,
+            price_one=line.price_one_cents,
+            tax=line.tax,
+        )
         for i, line in enumerate(job.extra_lines, start=1)
     ]
     products.append(
-        {
-            "id": len(products) + 1,
-            "ean": LOAD_EAN,
-            "articleNumber": None,
-            "desc": job.article_description,
-            "quantity": 1,
-            "priceOne": job.amount_cents,
-            "tax": 0,
-        }
+        Product(
+            id=len(products) + 1,
+            ean=LOAD_EAN,
+            desc=job.article_description,
+            quantity=1,
+            price_one=job.amount_cents,
+            tax=0,
+        )
     )
     ident = (
-        {"type": "card", "value": job.card_number}
+        IdentRequest(type="card", value=job.card_number)
         if job.card_number
-        else {"type": "create_card", "value": job.card_group_id}
+        else IdentRequest(type="create_card", value=job.card_group_id or "")
     )
-    body: dict[str, Any] = {
-        "contract": {"id": contract_id},
-        "device_source": {"id": device_id},
-        "intent": "sale",
-        "idents": [ident],
-        "basket": {"products": products},
-        "basket_info": {"sum": job.total_cents, "currency": job.currency},
-        "merchantRef": job.idempotency_key,
-    }
+    customer = None
     if job.customer_id:
-        body["customer"] = {"id": job.customer_id}
+        customer = CustomerRef(id=job.customer_id)
     elif job.customer_contact:
-        body["customer"] = {"contact": job.customer_contact.model_dump(exclude_none=True)}
-    if job.template_id:
-        body["communications"] = {"action_type": "charge", "template_id": job.template_id}
-    return CreateSmartTransaction.model_validate(body)
+        customer = CustomerRef(contact=job.customer_contact)
+    return CreateSmartTransaction(
+        contract=Ref(id=contract_id),
+        device_source=Ref(id=device_id),
+        intent="sale",
+        idents=[ident],
+        basket=Basket(products=products),
+        basket_info=BasketInfo(sum=job.total_cents, currency=job.currency),
+        merchant_ref=job.idempotency_key,
+        customer=customer,
+        communications=Communications(template_id=job.template_id) if job.template_id else None,
+    )
 
 
 def transaction_mismatch(job: CardLoadJob, tx: SmartTransaction) -> str | None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
+from cardload._version import __version__
 from cardload.secuconnect.classify import classify_response, classify_transport_error
 from cardload.secuconnect.errors import AmbiguousError, RetryableError
 from cardload.secuconnect.models import (
@@ -43,7 +44,7 @@ def build_http(
             max_connections=max_connections, max_keepalive_connections=max_connections
         ),
         transport=transport,
-        headers={"User-Agent": "cardload/0.1", "Accept": "application/json"},
+        headers={"User-Agent": f"cardload/{__version__}", "Accept": "application/json"},
     )
 
 

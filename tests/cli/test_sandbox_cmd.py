@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from cardload.cli.main import main
-
-ROOT = Path(__file__).parents[2]
+from tests.services import scratch_dir
 
 
 def _cardload(*args: str) -> list[str]:
@@ -36,7 +36,9 @@ def test_serve_prints_url_and_credentials_and_stops_on_sigterm(tmp_path: Path) -
         "s2",
     )
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env) as proc:
+    with subprocess.Popen(
+        command, cwd=scratch_dir(), stdout=subprocess.PIPE, text=True, env=env
+    ) as proc:
         try:
             assert proc.stdout is not None
             first = proc.stdout.readline()
@@ -63,7 +65,7 @@ def test_serve_prints_url_and_credentials_and_stops_on_sigterm(tmp_path: Path) -
 def test_invalid_fault_is_reported(capsys: object) -> None:
     proc = subprocess.run(
         _cardload("sandbox", "serve", "--port", "0", "--fault", "kind=meteor"),
-        cwd=ROOT,
+        cwd=scratch_dir(),
         capture_output=True,
         text=True,
         timeout=30,
@@ -75,7 +77,7 @@ def test_invalid_fault_is_reported(capsys: object) -> None:
 def test_demo_runs_the_sample_batch_and_stops_everything() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
     proc = subprocess.run(
-        _cardload("demo"), cwd=ROOT, capture_output=True, text=True, timeout=180, env=env
+        _cardload("demo"), cwd=scratch_dir(), capture_output=True, text=True, timeout=180, env=env
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     out = proc.stdout
@@ -89,22 +91,37 @@ def test_demo_runs_the_sample_batch_and_stops_everything() -> None:
     assert out.rstrip().endswith("stopped: worker, sandbox, redis")
 
 
-def test_help_lists_commands(capsys: object) -> None:
-    try:
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
         main(["--help"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out
+    for command in (
+        "enqueue",
+        "job",
+        "jobs",
+        "batch",
+        "dlq",
+        "events",
+        "worker",
+        "sandbox",
+        "demo",
+    ):
+        assert f"    {command} " in listed, f"{command} missing from: {listed}"
 
 
 def test_invalid_settings_are_reported_by_the_command_that_needs_them() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
     bad = env | {"CARDLOAD_RETRY_MAX_ATTEMPTS": "many", "CARDLOAD_SECUCONNECT_CLIENT_SECRET": "s3"}
     assert (
-        subprocess.run(_cardload("--help"), cwd=ROOT, env=bad, capture_output=True).returncode == 0
+        subprocess.run(
+            _cardload("--help"), cwd=scratch_dir(), env=bad, capture_output=True
+        ).returncode
+        == 0
     )
     enqueue = subprocess.run(
         _cardload("enqueue", "--card", "9276004424644352", "--amount", "1"),
-        cwd=ROOT,
+        cwd=scratch_dir(),
         env=bad,
         capture_output=True,
         text=True,
@@ -114,7 +131,7 @@ def test_invalid_settings_are_reported_by_the_command_that_needs_them() -> None:
     assert "CARDLOAD_RETRY_MAX_ATTEMPTS: Input should be a valid integer" in enqueue.stderr
     assert "Traceback" not in enqueue.stderr and "s3" not in enqueue.stderr
     worker = subprocess.run(
-        _cardload("worker"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        _cardload("worker"), cwd=scratch_dir(), env=env, capture_output=True, text=True, timeout=60
     )
     assert worker.returncode == 2
     for name in ("CLIENT_ID", "CLIENT_SECRET", "CONTRACT_ID", "DEVICE_ID"):

@@ -17,7 +17,7 @@ from cardload.jobs import IdempotencyConflict, JobStatus, JobStore
 from cardload.producers.batch import submit_batch
 from cardload.producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
 from cardload.worker import create_app
-from tests.services import ROOT, run_cli
+from tests.services import run_cli, scratch_dir
 from tests.support import make_settings
 
 CARD = "9276004424644352"
@@ -233,7 +233,9 @@ def test_events_tail_follow(settings: Settings, real_redis: redis.Redis) -> None
     publish("before")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")} | to_env(settings)
     command = [sys.executable, "-m", "cardload.cli.main", "events", "tail", "--follow", "--json"]
-    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        command, cwd=scratch_dir(), env=env, stdout=subprocess.PIPE, text=True
+    ) as proc:
         try:
             assert proc.stdout is not None
             assert json.loads(proc.stdout.readline())["job_id"] == "before"  # the tail

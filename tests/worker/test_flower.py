@@ -14,7 +14,7 @@ import pytest
 
 from cardload.jobs import CardLoadJob, JobStatus
 from cardload.sandbox import GIFT_CARD, SEED_CARD
-from tests.services import ROOT, free_port, wait_for
+from tests.services import free_port, scratch_dir, wait_for
 from tests.worker.conftest import Stack
 
 
@@ -35,7 +35,7 @@ def flower(running: Stack) -> Iterator[str]:
             f"--port={port}",
             "--address=127.0.0.1",
         ],
-        cwd=ROOT,
+        cwd=scratch_dir(),
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

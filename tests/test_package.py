@@ -1,0 +1,135 @@
+"""cardload as a library: one import name, a public API, and an import that changes
+nothing in the process that embeds it (an order system's own Python process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import redis
+
+import cardload
+from cardload.jobs import JobStatus, job_store
+from tests.services import ROOT
+from tests.support import make_settings
+
+HOST_SCRIPT = r"""
+import json, logging, os, sys
+
+import config, events, jobs, tasks, worker  # the host's own modules, same names as ours
+from celery import Celery, current_app
+from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready
+
+host = Celery("host", broker=os.environ["CARDLOAD_REDIS_URL"])
+host.set_current()
+
+@host.task(name="host.ping")
+def ping():
+    return "pong"
+
+signals = (setup_logging, worker_process_init, worker_ready, celeryd_init)
+before = [len(s.receivers) for s in signals]
+handlers = list(logging.getLogger().handlers)
+modules = {name: sys.modules[name] for name in ("config", "events", "jobs", "tasks", "worker")}
+
+import cardload
+from cardload import enqueue_card_load
+
+after_import = [len(s.receivers) for s in signals]
+job_id = enqueue_card_load(
+    idempotency_key="host-order-1", card_number="9276004424644352", amount_cents=100
+)
+print(json.dumps({
+    "job_id": job_id,
+    "version": cardload.__version__,
+    "cardload_file": cardload.__file__,
+    "receivers": [before, after_import, [len(s.receivers) for s in signals]],
+    "current_is_host": current_app._get_current_object() is host,
+    "host_tasks": sorted(t for t in host.tasks if not t.startswith("celery.")),
+    "handlers_unchanged": logging.getLogger().handlers == handlers,
+    "modules_unchanged": all(sys.modules[n] is m for n, m in modules.items()),
+    "host_config": config.WHOSE,
+}))
+"""
+
+
+def test_the_public_api_is_sorted_and_every_name_is_there() -> None:
+    assert cardload.__all__ == sorted(cardload.__all__)
+    for name in cardload.__all__:
+        assert getattr(cardload, name) is not None, name
+    assert cardload.__version__ == "0.2.0"
+    assert cardload.enqueue_card_load.__doc__ and ":param idempotency_key:" in (
+        cardload.enqueue_card_load.__doc__
+    )
+
+
+def test_every_error_cardload_raises_has_one_base() -> None:
+    from cardload.producers.batch import BatchFileError
+    from cardload.producers.batch_report import UnknownBatch
+
+    for error in (
+        cardload.SettingsError,
+        cardload.IdempotencyConflict,
+        cardload.AmountError,
+        cardload.AmountLimitError,
+        BatchFileError,
+        UnknownBatch,
+    ):
+        assert issubclass(error, cardload.CardloadError), error
+    from cardload.secuconnect import SecuconnectError
+
+    assert issubclass(SecuconnectError, cardload.CardloadError)
+
+
+def test_the_wheel_embeds_in_a_host_with_our_module_names_and_its_own_celery_app(
+    tmp_path: Path, redis_url: str, real_redis: redis.Redis
+) -> None:
+    """The wheel into a fresh virtual environment; a host directory with its own
+    ``config/``, ``tasks.py``, ``worker.py``, ``events/``, ``jobs/`` and its own current
+    Celery app imports the public API and enqueues a job against a private Redis."""
+    dist = tmp_path / "dist"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist)]
+    subprocess.run([*build, str(ROOT)], check=True, timeout=300, cwd=tmp_path)
+    [wheel] = dist.glob("cardload-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        top = {name.split("/")[0] for name in archive.namelist()}
+    assert top == {"cardload", f"cardload-{cardload.__version__}.dist-info"}, top
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*install, str(wheel)], check=True, timeout=600, cwd=tmp_path)
+
+    host = tmp_path / "host"
+    for package in ("config", "events", "jobs"):
+        (host / package).mkdir(parents=True)
+        (host / package / "__init__.py").write_text('WHOSE = "host"\n')
+    (host / "tasks.py").write_text('WHOSE = "host"\n')
+    (host / "worker.py").write_text('WHOSE = "host"\n')
+    (host / "run.py").write_text(HOST_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDLOAD_", "PYTHON"))}
+    env["CARDLOAD_REDIS_URL"] = redis_url
+    done = subprocess.run(
+        [str(python), "run.py"], cwd=host, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["cardload_file"].startswith(str(venv))  # the wheel's, not this checkout
+    before, after_import, after_enqueue = result["receivers"]
+    assert after_import == before  # importing connected nothing
+    # Enqueueing made cardload's app: only a celeryd_init hook for its own workers.
+    assert after_enqueue[:3] == before[:3] and after_enqueue[3] == before[3] + 1
+    assert result["current_is_host"] and result["host_tasks"] == ["host.ping"]
+    assert result["handlers_unchanged"] and result["modules_unchanged"]
+    assert result["host_config"] == "host"
+
+    settings = make_settings(redis_url, "http://unused")
+    record = job_store(real_redis, settings).load(result["job_id"])
+    assert record is not None and record.status is JobStatus.QUEUED
+    [message] = real_redis.lrange("cardload", 0, -1)
+    assert json.loads(message)["headers"]["task"] == "cardload.create"
