@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,6 +17,8 @@ import cardload
 from cardload.jobs import JobStatus, job_store
 from tests.services import ROOT
 from tests.support import make_settings
+
+UNSHIPPED = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench")
 
 HOST_SCRIPT = r"""
 import json, logging, os, sys
@@ -91,9 +94,11 @@ def test_the_wheel_embeds_in_a_host_with_our_module_names_and_its_own_celery_app
     """The wheel into a fresh virtual environment; a host directory with its own
     ``config/``, ``tasks.py``, ``worker.py``, ``events/``, ``jobs/`` and its own current
     Celery app imports the public API and enqueues a job against a private Redis."""
+    source = tmp_path / "source"  # built from a copy: the build leaves files behind
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*UNSHIPPED))
     dist = tmp_path / "dist"
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist)]
-    subprocess.run([*build, str(ROOT)], check=True, timeout=300, cwd=tmp_path)
+    subprocess.run([*build, str(source)], check=True, timeout=300, cwd=tmp_path)
     [wheel] = dist.glob("cardload-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         top = {name.split("/")[0] for name in archive.namelist()}

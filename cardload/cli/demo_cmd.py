@@ -2,7 +2,7 @@
 
 A private redis-server (or, without one installed, ``CARDLOAD_REDIS_URL``), the
 sandbox over HTTP, one ``cardload worker`` process, and the sample batch in
-``cli/data/sample-batch.csv``: valid rows, invalid rows (reported, not enqueued) and
+``cardload/cli/data/sample-batch.csv``: valid rows, invalid rows (reported, not enqueued) and
 a locked card that ends in the dead-letter store.
 """
 

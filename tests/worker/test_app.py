@@ -80,7 +80,7 @@ def test_stalled_jobs_are_sent_again(real_redis: redis.Redis, redis_url: str) ->
 
 
 class _Task:
-    """What :func:`tasks.card_load.act` uses of a bound task: its app and retry()."""
+    """What :func:`cardload.tasks.card_load.act` uses of a bound task: its app and retry()."""
 
     def __init__(self, send_error: Exception | None) -> None:
         self.sent: list[str] = []
