@@ -50,8 +50,7 @@ def __getattr__(name: str) -> Any:
             server = importlib.import_module("cardload.sandbox.server")
         except ImportError as exc:
             raise ImportError(
-                "the sandbox's HTTP server needs the sandbox extra: "
-                "pip install 'cardload[sandbox]'"
+                "the sandbox's HTTP server needs the sandbox extra: pip install 'cardload[sandbox]'"
             ) from exc
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
