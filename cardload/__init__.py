@@ -34,7 +34,9 @@ from cardload.jobs import (
 from cardload.producers import (
     AmountError,
     AmountLimitError,
+    BrokerUnavailable,
     CardLoadProducer,
+    JobStoreUnavailable,
     enqueue_card_load,
     parse_amount,
     replay_dead_letter,
@@ -44,6 +46,7 @@ from cardload.producers import (
 __all__ = [
     "AmountError",
     "AmountLimitError",
+    "BrokerUnavailable",
     "CardLoadFailed",
     "CardLoadJob",
     "CardLoadProducer",
@@ -58,6 +61,7 @@ __all__ = [
     "JobSource",
     "JobStatus",
     "JobStore",
+    "JobStoreUnavailable",
     "Settings",
     "SettingsError",
     "__version__",

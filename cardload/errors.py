@@ -7,8 +7,11 @@
     ├── FenceLost                a step's write refused: another delivery holds the job (jobs)
     ├── AmountError              an amount a person wrote is not one (producers)
     ├── AmountLimitError         a job above the configured maximum (producers)
+    ├── JobStoreUnavailable      Redis unreachable while enqueueing (producers)
+    ├── BrokerUnavailable        jobs admitted, their messages not sent (producers)
     ├── BatchFileError           a batch file that cannot be read as a whole (producers)
-    └── UnknownBatch             no batch by that id (producers)
+    ├── UnknownBatch             no batch by that id (producers)
+    └── MissingExtraError        a part that needs an extra that is not installed
 
 Causes are kept (``raise ... from exc``), except where the cause would carry a secret
 or the API's own values into a traceback; those places say so.
@@ -19,3 +22,7 @@ from __future__ import annotations
 
 class CardloadError(Exception):
     """Base of every error cardload raises on purpose."""
+
+
+class MissingExtraError(CardloadError, ImportError):
+    """A part of cardload whose extra is not installed (``pip install 'cardload[...]'``)."""

@@ -27,8 +27,11 @@ import config, events, jobs, tasks, worker  # the host's own modules, same names
 from celery import Celery, current_app
 from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready
 
-host = Celery("host", broker=os.environ["CARDLOAD_REDIS_URL"])
+host = Celery("host", broker=os.environ["CELERY_BROKER_URL"])
+host.conf.broker_pool_limit = 50
 host.set_current()
+host.pool  # the host's broker pool, at the host's limit
+from kombu import pools
 
 @host.task(name="host.ping")
 def ping():
@@ -56,6 +59,7 @@ print(json.dumps({
     "handlers_unchanged": logging.getLogger().handlers == handlers,
     "modules_unchanged": all(sys.modules[n] is m for n, m in modules.items()),
     "host_config": config.WHOSE,
+    "pool_limit": pools.get_limit(),
 }))
 """
 
@@ -119,6 +123,8 @@ def test_the_wheel_embeds_in_a_host_with_our_module_names_and_its_own_celery_app
     (host / "run.py").write_text(HOST_SCRIPT)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDLOAD_", "PYTHON"))}
     env["CARDLOAD_REDIS_URL"] = redis_url
+    # The host's own broker, as cookiecutter-django sets it: never cardload's.
+    env["CELERY_BROKER_URL"] = redis_url.rsplit("/", 1)[0] + "/1"
     done = subprocess.run(
         [str(python), "run.py"], cwd=host, env=env, capture_output=True, text=True, timeout=120
     )
@@ -132,9 +138,54 @@ def test_the_wheel_embeds_in_a_host_with_our_module_names_and_its_own_celery_app
     assert result["current_is_host"] and result["host_tasks"] == ["host.ping"]
     assert result["handlers_unchanged"] and result["modules_unchanged"]
     assert result["host_config"] == "host"
+    assert result["pool_limit"] == 50  # kombu's process-wide limit: still the host's
 
     settings = make_settings(redis_url, "http://unused")
     record = job_store(real_redis, settings).load(result["job_id"])
     assert record is not None and record.status is JobStatus.QUEUED
-    [message] = real_redis.lrange("cardload", 0, -1)
+    [message] = real_redis.lrange("cardload", 0, -1)  # on cardload's broker, not the host's
     assert json.loads(message)["headers"]["task"] == "cardload.create"
+    host_broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    assert host_broker.dbsize() == 0
+    host_broker.close()
+
+
+def test_apps_made_for_a_while_are_let_go(redis_url: str) -> None:
+    """A producer made per request (with settings) makes an app each time; once dropped,
+    its app and the hook it connected for its own worker go with it."""
+    import gc
+    import weakref
+
+    from cardload.producers import CardLoadProducer
+
+    settings = make_settings(redis_url, "http://unused")
+    refs = [weakref.ref(CardLoadProducer.from_settings(settings).app) for _ in range(50)]
+    gc.collect()
+    assert sum(ref() is not None for ref in refs) == 0
+
+
+def test_an_app_made_with_settings_runs_with_them(redis_url: str) -> None:
+    from cardload.worker import create_app
+
+    settings = make_settings(redis_url, "http://unused")
+    app = create_app(settings)
+    assert app.cardload_settings is settings
+    pipeline = app.pipeline()
+    assert pipeline.settings is settings and app.pipeline() is pipeline
+    pipeline.leases.stop()
+
+
+def test_the_cli_works_without_the_sandbox_extra() -> None:
+    """h11 blocked as if not installed: every command but the simulator's still works,
+    and those say which extra they need."""
+    code = (
+        "import sys; sys.modules['h11'] = None; from cardload.cli.main import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+    run = [sys.executable, "-c", code]
+    listing = subprocess.run([*run, "--help"], capture_output=True, text=True, env=env)
+    assert listing.returncode == 0 and "sandbox" in listing.stdout
+    serve = subprocess.run([*run, "sandbox", "serve"], capture_output=True, text=True, env=env)
+    assert serve.returncode == 2 and "pip install 'cardload[sandbox]'" in serve.stderr
+    assert "Traceback" not in serve.stderr

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from cardload import sandbox
 from cardload.cli.localstack import has_redis_server, redis_server, wait_for
 from cardload.cli.output import table
 from cardload.config import Settings, load_settings, to_env
@@ -29,7 +30,6 @@ from cardload.jobs.store import JobStore, job_store
 from cardload.producers.batch import submit_batch
 from cardload.producers.batch_report import batch_report, batch_status
 from cardload.producers.enqueue import CardLoadProducer
-from cardload.sandbox import SandboxApp, serve_in_thread
 from cardload.sandbox.settings import sandbox_settings
 from cardload.secuconnect.money import format_money_de
 from cardload.worker import create_app
@@ -122,39 +122,41 @@ def _print_results(store: JobStore, batch_id: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory(prefix="cardload-demo-") as tmp, _private_redis() as redis_url:
-        sandbox = SandboxApp()
-        with serve_in_thread(sandbox) as server:
-            print(f"sandbox: {server.url}")
-            settings = _settings(redis_url, server.url)
-            client = redis.Redis.from_url(redis_url)
-            producer = CardLoadProducer(create_app(settings), job_store(client, settings), settings)
-            log_path = Path(tmp) / "worker.log"
-            with _worker(settings, log_path):
-                result = submit_batch(producer, args.file)
-                invalid = len(result.invalid)
-                print(
-                    f"batch {result.batch_id}: {result.rows} rows, {result.enqueued} enqueued, "
-                    f"{invalid} invalid (reported, not enqueued)"
+    with (
+        tempfile.TemporaryDirectory(prefix="cardload-demo-") as tmp,
+        _private_redis() as redis_url,
+        sandbox.serve_in_thread(sandbox.SandboxApp()) as server,
+    ):
+        print(f"sandbox: {server.url}")
+        settings = _settings(redis_url, server.url)
+        client = redis.Redis.from_url(redis_url)
+        producer = CardLoadProducer(create_app(settings), job_store(client, settings), settings)
+        log_path = Path(tmp) / "worker.log"
+        with _worker(settings, log_path):
+            result = submit_batch(producer, args.file)
+            invalid = len(result.invalid)
+            print(
+                f"batch {result.batch_id}: {result.rows} rows, {result.enqueued} enqueued, "
+                f"{invalid} invalid (reported, not enqueued)"
+            )
+            try:
+                wait_for(
+                    # Finished: every job ended and its result event is out.
+                    lambda: batch_status(producer.store, result.batch_id).finished,
+                    args.timeout_s,
+                    "the worker to finish the batch",
                 )
-                try:
-                    wait_for(
-                        # Finished: every job ended and its result event is out.
-                        lambda: batch_status(producer.store, result.batch_id).finished,
-                        args.timeout_s,
-                        "the worker to finish the batch",
-                    )
-                except TimeoutError as exc:
-                    print(log_path.read_text()[-3000:], file=sys.stderr)
-                    print(f"cardload demo: {exc}", file=sys.stderr)
-                    return 1
-            _print_results(producer.store, result.batch_id)
-            status = batch_status(producer.store, result.batch_id)
-            dead = client.zcard(settings.events.dead_letters)
-            events = client.xlen(settings.events.stream)
-            print(f"\nby status: {dict(status.by_status)}; dead letters: {dead}; events: {events}")
-            _print_first_receipt(EventStream(client, settings.events.stream))
-            client.close()
+            except TimeoutError as exc:
+                print(log_path.read_text()[-3000:], file=sys.stderr)
+                print(f"cardload demo: {exc}", file=sys.stderr)
+                return 1
+        _print_results(producer.store, result.batch_id)
+        status = batch_status(producer.store, result.batch_id)
+        dead = client.zcard(settings.events.dead_letters)
+        events = client.xlen(settings.events.stream)
+        print(f"\nby status: {dict(status.by_status)}; dead letters: {dead}; events: {events}")
+        _print_first_receipt(EventStream(client, settings.events.stream))
+        client.close()
     print("\nstopped: worker, sandbox, redis")
     return 0
 

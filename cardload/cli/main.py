@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cardload.cli import batch_cmd, demo_cmd, dlq_cmd, events_cmd, jobs_cmd, sandbox_cmd, worker_cmd
 from cardload.config import SettingsError
+from cardload.errors import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return worker_cmd.run_worker(argv[1:])
         args = build_parser().parse_args(argv)
         result: int = args.run(args)
-    except SettingsError as exc:
+    except (SettingsError, MissingExtraError) as exc:
         print(f"cardload: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

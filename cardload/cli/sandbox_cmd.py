@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cardload import sandbox
 from cardload.sandbox import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -18,7 +19,6 @@ from cardload.sandbox import (
     FaultSettings,
     SandboxApp,
 )
-from cardload.sandbox.server import SandboxServer
 from cardload.sandbox.world import CONTRACT_ID, DEVICE_ID
 
 
@@ -74,11 +74,12 @@ def _serve(args: argparse.Namespace) -> int:
         token_ttl_s=args.token_ttl_s,
         faults=faults,
     )
-    asyncio.run(_run(SandboxServer(app, args.host, args.port), app))
+    # The server (the sandbox extra) is imported here, on use, not with the CLI.
+    asyncio.run(_run(sandbox.SandboxServer(app, args.host, args.port), app))
     return 0
 
 
-async def _run(server: SandboxServer, app: SandboxApp) -> None:
+async def _run(server: sandbox.SandboxServer, app: SandboxApp) -> None:
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,19 +1,14 @@
-"""The pipeline's resources, built once per worker process.
-
-One Redis connection pool, one httpx connection pool, one access token and one lease
-keeper per process; rebuilt if the process was forked (a prefork child must not share
-its parent's sockets).
+"""The pipeline and its resources: one Redis connection pool, one httpx connection
+pool, one access token and one lease keeper. cardload's app builds one per worker
+process (again in a forked child, which must not share its parent's sockets).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-
 import httpx
 import redis
 
-from cardload.config import Settings, load_settings
+from cardload.config import Settings
 from cardload.jobs.leases import LeaseKeeper
 from cardload.jobs.store import job_store
 from cardload.pipeline.steps import Pipeline
@@ -24,12 +19,6 @@ from cardload.secuconnect import (
     build_http,
     fetch_token,
 )
-
-
-class _PerProcess:
-    lock = threading.Lock()
-    pid = 0
-    pipeline: Pipeline | None = None
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -70,12 +59,3 @@ def build_pipeline(
     return Pipeline(
         store=store, client=SecuconnectClient(http, tokens), leases=leases, settings=settings
     )
-
-
-def current() -> Pipeline:
-    """This process's pipeline, built on first use."""
-    state = _PerProcess
-    with state.lock:
-        if state.pipeline is None or state.pid != os.getpid():
-            state.pipeline, state.pid = build_pipeline(load_settings()), os.getpid()
-        return state.pipeline

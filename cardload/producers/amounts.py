@@ -6,6 +6,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from cardload.errors import CardloadError
+from cardload.observability.masking import mask_text
 from cardload.secuconnect.money import MINOR_UNITS
 
 _AMOUNT = re.compile(r"^\d+([.,]\d+)?$")
@@ -29,14 +30,15 @@ def parse_amount(
     else:
         raw = text.strip()
         if not _AMOUNT.match(raw):
-            raise AmountError(f"{text!r} is not an amount like 20.00")
+            # What was written may be a card number in the wrong column: masked.
+            raise AmountError(f"{mask_text(repr(text))} is not an amount like 20.00")
         try:
             value = Decimal(raw.replace(",", "."))
         except InvalidOperation as exc:
-            raise AmountError(f"{text!r} is not an amount like 20.00") from exc
+            raise AmountError(f"{mask_text(repr(text))} is not an amount like 20.00") from exc
     cents = value.scaleb(MINOR_UNITS[currency])
     if cents != cents.to_integral_value():
-        raise AmountError(f"{text} has fractions of a cent")
+        raise AmountError(f"{mask_text(str(text))} has fractions of a cent")
     result = int(cents)
     if result <= 0:
         raise AmountError("amount must be greater than zero")

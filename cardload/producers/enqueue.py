@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from cardload.config import Settings, load_settings
 from cardload.errors import CardloadError
@@ -27,6 +28,14 @@ from cardload.worker.dispatch import Dispatch, send_steps
 
 class AmountLimitError(CardloadError, ValueError):
     """A job asks for more than ``CARDLOAD_JOBS_MAX_AMOUNT_CENTS``."""
+
+
+class JobStoreUnavailable(CardloadError):
+    """Redis, where jobs are admitted, could not be reached."""
+
+
+class BrokerUnavailable(CardloadError):
+    """Jobs were admitted but their messages could not be sent."""
 
 
 @dataclass
@@ -70,21 +79,36 @@ class CardLoadProducer:
         return result.job_id
 
     def enqueue_many(self, jobs: Sequence[CardLoadJob]) -> list[Admission | IdempotencyConflict]:
-        """Admit and send many jobs with pipelined round trips; one result per job."""
+        """Admit and send many jobs with pipelined round trips; one result per job.
+
+        :raises JobStoreUnavailable: Redis could not be reached (some jobs may be in).
+        :raises BrokerUnavailable: jobs were admitted and not sent.
+        Either way, enqueueing the same jobs again (same keys) finishes the work."""
         for job in jobs:
             self.check(job)
-        results = self.store.admit_many(jobs)
+        try:
+            results = self.store.admit_many(jobs)
+            admitted = [r for r in results if isinstance(r, Admission)]
+            sent_before = self.store.dispatched_many([r.job_id for r in admitted if not r.created])
+        except redis.RedisError as exc:
+            raise JobStoreUnavailable(
+                f"the job store cannot be reached ({type(exc).__name__}): enqueue again with "
+                "the same keys"
+            ) from exc
         by_id = {job.job_id: job for job in jobs}
-        admitted = [r for r in results if isinstance(r, Admission)]
-        known = [r.job_id for r in admitted if not r.created]
-        sent_before = self.store.dispatched_many(known)
         # New jobs, and known ones whose message may never have left (a crashed producer).
         to_send = [r.job_id for r in admitted if r.created or not sent_before.get(r.job_id)]
         if to_send:
-            send_steps(
-                self.app, [Dispatch("create", jid, _label(by_id.get(jid))) for jid in to_send]
-            )
-            self.store.mark_dispatched(to_send)
+            items = [Dispatch("create", jid, _label(by_id.get(jid))) for jid in to_send]
+            try:
+                send_steps(self.app, items, self.settings.jobs.queue)
+                self.store.mark_dispatched(to_send)
+            except (OperationalError, redis.RedisError) as exc:
+                raise BrokerUnavailable(
+                    f"{len(to_send)} job(s) admitted but maybe not sent "
+                    f"({type(exc).__name__}): enqueue again with the same keys, or the "
+                    "stall sweep sends them"
+                ) from exc
         return results
 
 

@@ -19,7 +19,8 @@ def replay_dead_letters(producer: CardLoadProducer, job_ids: Iterable[str]) -> l
     """
     replayed = [job_id for job_id in job_ids if producer.store.reopen(job_id)]
     if replayed:
-        send_steps(producer.app, [Dispatch("create", job_id, "replay") for job_id in replayed])
+        items = [Dispatch("create", job_id, "replay") for job_id in replayed]
+        send_steps(producer.app, items, producer.settings.jobs.queue)
     return replayed
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from cardload.errors import MissingExtraError
 from cardload.sandbox.app import SandboxApp
 from cardload.sandbox.auth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from cardload.sandbox.faults import FaultRule, FaultSettings
@@ -49,7 +50,7 @@ def __getattr__(name: str) -> Any:
         try:
             server = importlib.import_module("cardload.sandbox.server")
         except ImportError as exc:
-            raise ImportError(
+            raise MissingExtraError(
                 "the sandbox's HTTP server needs the sandbox extra: pip install 'cardload[sandbox]'"
             ) from exc
         return getattr(server, name)

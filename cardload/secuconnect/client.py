@@ -118,7 +118,7 @@ class SecuconnectClient:
                 f"{method} answered 200 with a body that is not a {model.__name__} "
                 f"({exc.error_count()} problems)",
                 http_status=200,
-            ) from None  # pydantic's error quotes the body's values: card numbers, balances
+            ) from exc  # the models never quote the values they refused
 
     def _call(self, method: str, path: str, **kw: Any) -> bytes:
         token = self._tokens.token()

@@ -24,13 +24,15 @@ PositiveCents = Annotated[int, Field(strict=True, gt=0)]
 
 
 class WireModel(BaseModel):
-    """Base of every API model: camelCase aliases accepted and emitted, extras kept."""
+    """Base of every API model: camelCase aliases accepted and emitted, extras kept. A
+    validation error never quotes the values it refused (card numbers, tokens)."""
 
     model_config = ConfigDict(
         extra="allow",
         validate_by_name=True,
         validate_by_alias=True,
         serialize_by_alias=True,
+        hide_input_in_errors=True,
     )
 
     def to_wire(self) -> dict[str, Any]:

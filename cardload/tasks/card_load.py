@@ -24,7 +24,6 @@ from kombu.exceptions import OperationalError
 from cardload.jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES
 from cardload.observability import bind_job, get_logger
 from cardload.pipeline import Continue, Finished, Outcome, RetryLater
-from cardload.pipeline.runtime import current
 
 log = get_logger(__name__)
 
@@ -86,16 +85,16 @@ def register_tasks(app: Celery) -> None:
     def create(self: Task, job_id: str) -> str:
         """Create the Smart Transaction (or find the one an earlier attempt created)."""
         bind_job(job_id, step="create")
-        return act(self, job_id, current().create(job_id))
+        return act(self, job_id, self.app.pipeline().create(job_id))
 
     @app.task(name=TASK_NAMES["start"], **_OPTIONS)
     def start(self: Task, job_id: str) -> str:
         """Start the transaction, which loads the card; read it first after any doubt."""
         bind_job(job_id, step="start")
-        return act(self, job_id, current().start(job_id))
+        return act(self, job_id, self.app.pipeline().start(job_id))
 
     @app.task(name=LEGACY_PUBLISH_TASK, **_OPTIONS)
     def publish(self: Task, job_id: str) -> str:
         """cardload 0.1's event step, for its messages still queued: the event, if missing."""
         bind_job(job_id, step="publish")
-        return act(self, job_id, current().publish(job_id))
+        return act(self, job_id, self.app.pipeline().publish(job_id))

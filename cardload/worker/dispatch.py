@@ -19,9 +19,10 @@ class Dispatch:
     label: str = ""  # shown in Flower instead of the raw arguments (masked card, amount)
 
 
-def send_steps(app: Celery, items: Sequence[Dispatch]) -> None:
-    """Publish the messages through one producer; kombu's publish batch pipelines them
-    into Redis (one round trip per ``BATCH_SIZE`` messages instead of one each)."""
+def send_steps(app: Celery, items: Sequence[Dispatch], queue: str) -> None:
+    """Publish the messages to ``queue`` through one producer; kombu's publish batch
+    pipelines them into Redis (one round trip per ``BATCH_SIZE`` messages instead of one
+    each). The queue is named, not left to the app: a host's app has another default."""
     with app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_SIZE):
         for item in items:
             app.send_task(
@@ -29,4 +30,5 @@ def send_steps(app: Celery, items: Sequence[Dispatch]) -> None:
                 args=[item.job_id],
                 argsrepr=f"({item.job_id!r}{', ' + item.label if item.label else ''})",
                 producer=producer,
+                queue=queue,
             )

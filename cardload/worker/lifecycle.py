@@ -1,54 +1,61 @@
-"""What a cardload worker does when it starts: our logging, a check of its settings,
-the stall sweeper, and the removal of 0.1's shared token.
+"""What a cardload worker does when it starts: check its settings (and stop, naming
+what is missing), our logging, the stall sweeper, and the removal of 0.1's shared token.
 
-Connected to Celery's ``celeryd_init`` for our app alone: only when a worker of that
-app starts are the other signals connected. (A ``setup_logging`` receiver alone
-changes how Celery sets up logging, so it must not exist in a host's worker.)
+Hooked to Celery's ``celeryd_init`` for our app alone: only when a worker of that app
+starts are the other signals connected. (A ``setup_logging`` receiver alone changes
+how Celery sets up logging, so it must not exist in a host's worker.)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
-from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready
+from celery.signals import celeryd_init, setup_logging, worker_ready
 
-from cardload.config import Settings, load_settings
+from cardload.config import Settings, SettingsError
 from cardload.jobs import keys
 from cardload.observability import configure_logging, get_logger
 from cardload.worker.sweeper import start_sweeper
 
+if TYPE_CHECKING:
+    from cardload.worker.application import CardloadApp
+
 log = get_logger(__name__)
 
 
-def connect_worker_signals(app: Celery) -> None:
+def connect_worker_signals(app: CardloadApp) -> None:
     def on_worker_init(instance: Any = None, **_: Any) -> None:
         if getattr(instance, "app", None) is app:
-            _connect_for_this_worker(app)
+            _start_worker(app)
 
-    celeryd_init.connect(on_worker_init, weak=False, dispatch_uid=f"cardload-init-{id(app)}")
+    # Kept alive by the app itself and connected weakly: an app that is dropped (a
+    # producer made for one request) is collected with its hook.
+    app.signal_hooks.append(on_worker_init)
+    celeryd_init.connect(on_worker_init)
 
 
-def _connect_for_this_worker(app: Celery) -> None:
+def _start_worker(app: CardloadApp) -> None:
+    try:
+        settings = app.cardload_settings
+        settings.require_secuconnect()
+    except SettingsError as exc:
+        # Celery logs and swallows what a signal handler raises: stop here instead,
+        # before the worker takes a single job it could not run.
+        print(f"cardload worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
     def logging_setup(**_: Any) -> None:
-        settings = load_settings()
         configure_logging(settings.log.format, settings.log.level)
 
-    def check_settings(**_: Any) -> None:
-        # Fail at start, naming the variable, rather than at the first job.
-        load_settings().require_secuconnect()
-
     def ready(**_: Any) -> None:
-        settings = load_settings()
-        settings.require_secuconnect()
         _forget_shared_token(settings)
-        start_sweeper(app)
+        start_sweeper(app, settings)
 
-    uid = f"cardload-{id(app)}"
-    setup_logging.connect(logging_setup, weak=False, dispatch_uid=f"{uid}-logging")
-    worker_process_init.connect(check_settings, weak=False, dispatch_uid=f"{uid}-check")
-    worker_ready.connect(ready, weak=False, dispatch_uid=f"{uid}-ready")
+    app.signal_hooks += [logging_setup, ready]
+    setup_logging.connect(logging_setup)
+    worker_ready.connect(ready)
 
 
 def _forget_shared_token(settings: Settings) -> None:

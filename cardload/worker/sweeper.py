@@ -14,7 +14,7 @@ import threading
 import redis
 from celery import Celery
 
-from cardload.config import Settings, load_settings
+from cardload.config import Settings
 from cardload.jobs import keys
 from cardload.jobs.model import HistoryEntry, JobStatus
 from cardload.jobs.routing import STEP_FOR_STATUS
@@ -46,7 +46,7 @@ def recover_stalled(
             step = STEP_FOR_STATUS[record.status]
             items.append((Dispatch(step, job_id, "recovered"), record.status))
     if items:
-        send_steps(app, [item for item, _ in items])
+        send_steps(app, [item for item, _ in items], app.conf.task_default_queue)
         for item, status in items:
             # Recording progress also moves the job's score: it is not re-sent next round.
             store.record(
@@ -70,10 +70,10 @@ def _loop(app: Celery, settings: Settings, stop: threading.Event) -> None:
             log.exception("sweeper.failed")
 
 
-def start_sweeper(app: Celery) -> threading.Event:
+def start_sweeper(app: Celery, settings: Settings) -> threading.Event:
     stop = threading.Event()
     thread = threading.Thread(
-        target=_loop, args=(app, load_settings(), stop), name="cardload-sweeper", daemon=True
+        target=_loop, args=(app, settings, stop), name="cardload-sweeper", daemon=True
     )
     thread.start()
     return stop

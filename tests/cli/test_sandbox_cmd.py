@@ -136,3 +136,14 @@ def test_invalid_settings_are_reported_by_the_command_that_needs_them() -> None:
     assert worker.returncode == 2
     for name in ("CLIENT_ID", "CLIENT_SECRET", "CONTRACT_ID", "DEVICE_ID"):
         assert f"CARDLOAD_SECUCONNECT_{name}: required" in worker.stderr
+    # Celery's own command line too: the worker stops before it takes a job.
+    celery = [sys.executable, "-m", "celery", "-A", "cardload.worker", "worker"]
+    plain = subprocess.run(
+        [*celery, "--pool=solo"],
+        cwd=scratch_dir(),
+        env=env | {"CARDLOAD_REDIS_URL": "redis://127.0.0.1:9/0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plain.returncode == 2 and "CARDLOAD_SECUCONNECT_CONTRACT_ID: required" in plain.stderr

@@ -115,6 +115,13 @@ def test_rows_without_reference_need_a_batch_name() -> None:
     assert parse_batch(crlf, "x.csv", MAX)[0] == batch_id and batch_id.startswith("batch_")
 
 
+def test_a_card_number_in_the_amount_column_is_not_echoed() -> None:
+    content = (HEADER + "9276004424644352,9276 0000 0000 0004,EUR,swap-1\n").encode()
+    [error] = parse_batch(content, "x.csv", MAX)[2]
+    assert error.field == "amount" and "9276 00** **** 0004" in error.reason
+    assert "0000 0000" not in error.reason
+
+
 def test_a_reference_twice_in_one_file_is_refused() -> None:
     content = (HEADER + "9276000000000003,1,EUR,r1\n9276000000000004,2,EUR,r1\n").encode()
     _, valid, invalid = parse_batch(content, "x.csv", MAX)

@@ -85,6 +85,20 @@ def test_the_python_api_requires_a_key(producer: CardLoadProducer, real_redis: r
     assert first == retried and len(queued(real_redis)) == 1
 
 
+def test_a_producer_on_the_host_app_sends_to_cardload_queue(
+    settings: Settings, real_redis: redis.Redis
+) -> None:
+    """An order system hands its own app over: the messages still go to cardload's
+    queue, not to the host's default one, where no cardload worker listens."""
+    from celery import Celery
+
+    host = Celery("host", broker=settings.redis_url, set_as_current=False)
+    host.conf.task_default_queue = "host"
+    producer = CardLoadProducer(host, JobStore(real_redis), settings)
+    enqueue_card_load(card_number=CARD, amount_cents=100, idempotency_key="h1", producer=producer)
+    assert real_redis.llen("cardload") == 1 and real_redis.llen("host") == 0
+
+
 def test_amount_limit(producer: CardLoadProducer) -> None:
     with pytest.raises(AmountLimitError):
         enqueue_card_load(

@@ -63,6 +63,12 @@ def test_every_failure_is_a_wait_not_a_refusal(
     assert error.credentials_refused is refused
 
 
+def test_a_token_answer_we_cannot_read_does_not_quote_the_token() -> None:
+    error = fetch_with(httpx.Response(200, json={"access_token": "LIVE-TOKEN-VALUE-123"}))
+    chain = f"{error!r} {error.__cause__!r} {error.__cause__}"
+    assert "unreadable body" in error.message and "LIVE-TOKEN" not in chain
+
+
 def test_retry_after_is_kept() -> None:
     error = fetch_with(httpx.Response(429, headers={"Retry-After": "7"}, json={}))
     assert error.retry_after_s == 7.0

@@ -107,7 +107,7 @@ def test_a_worker_frozen_past_its_lease_never_loads_twice(stack: Stack) -> None:
         leased_until = int(stack.redis.hget(keys.job(job_id), "lock_until_ms") or 0)
         wait_for(lambda: time.time() * 1000 > leased_until + 100, 10, "A's lease to run out")
         stack.start_worker(settings=settings)
-        send_steps(stack.producer.app, [Dispatch("start", job_id, "duplicate")])
+        send_steps(stack.producer.app, [Dispatch("start", job_id, "duplicate")], "cardload")
         [tx] = stack.sandbox.world.transactions.values()
         wait_for(lambda: tx.status == "processing", 30, "B to start the payment")
     finally:
