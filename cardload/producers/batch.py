@@ -23,42 +23,34 @@ The batch id is the name, or without one a digest of the rows' keys.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import io
 import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from cardload.errors import CardloadError
 from cardload.jobs import keys
 from cardload.jobs.model import CardLoadJob, JobSource, now_utc
 from cardload.jobs.replies import text
 from cardload.jobs.store import Admission, IdempotencyConflict
 from cardload.producers.amounts import AmountError, parse_amount
+from cardload.producers.batch_files import (
+    COLUMNS,
+    BatchFileError,
+    Dialect,
+    RowError,
+    read_records,
+)
 from cardload.producers.enqueue import CardLoadProducer
 
-COLUMNS = ("card_number", "amount", "currency", "reference")
-REQUIRED = ("card_number", "amount")
+__all__ = ["BatchFileError", "BatchResult", "ParsedRow", "RowError", "parse_batch", "submit_batch"]
+
 CHUNK = 1000
 BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
-
-
-class BatchFileError(CardloadError, ValueError):
-    """The file as a whole cannot be read (format, header), or the batch name is invalid."""
-
-
-@dataclass(frozen=True)
-class RowError:
-    row: int
-    field: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -87,46 +79,15 @@ class ParsedRow:
 class BatchResult:
     batch_id: str
     rows: int = 0
+    read_as: str = ""  # how the file was read: its dialect and encoding
     enqueued: int = 0
     already_known: int = 0
     invalid: list[RowError] = field(default_factory=list)
 
 
-def _records(content: bytes, name: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    """(row number, fields) per data row; row 1 is the first data row."""
-    text = content.decode("utf-8-sig")
-    if name.endswith((".jsonl", ".ndjson")):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line, parse_float=Decimal)  # exact: 20.10 stays 20.10
-            except json.JSONDecodeError as exc:
-                yield number, RowError(number, "line", f"not JSON: {exc.msg}")
-                continue
-            yield (
-                number,
-                data if isinstance(data, dict) else RowError(number, "line", "not a JSON object"),
-            )
-        return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
-    unknown = [h for h in header if h not in COLUMNS]
-    missing = [c for c in REQUIRED if c not in header]
-    if unknown or missing:
-        raise BatchFileError(
-            f"CSV header must be {','.join(COLUMNS)}"
-            + (f"; unknown columns: {', '.join(unknown)}" if unknown else "")
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-        )
-    for number, row in enumerate(reader, start=1):
-        if None in row:
-            yield number, RowError(number, "line", "more fields than columns in the header")
-            continue
-        yield number, {k.strip(): (v or "").strip() for k, v in row.items()}
-
-
-def _check_fields(number: int, data: dict[str, Any], max_cents: int) -> Row | RowError:
+def _check_fields(
+    number: int, data: dict[str, Any], max_cents: int, dialect: Dialect
+) -> Row | RowError:
     """The row's fields, or the first problem with them."""
     unknown = sorted(set(data) - set(COLUMNS))
     card = str(data.get("card_number") or "").replace(" ", "")
@@ -144,7 +105,7 @@ def _check_fields(number: int, data: dict[str, Any], max_cents: int) -> Row | Ro
     if problem:
         return RowError(number, *problem)
     try:
-        cents = parse_amount(data.get("amount", ""), currency, max_cents)
+        cents = parse_amount(data.get("amount", ""), currency, max_cents, decimal=dialect.decimal)
     except AmountError as exc:
         return RowError(number, "amount", str(exc))
     return Row(number, card, cents, currency, reference)
@@ -184,6 +145,14 @@ def _keys(
             yield row, f"batch:{name}:{mac.hexdigest()[:32]}:{occurrences[row.content]}"
 
 
+class ParsedBatch(NamedTuple):
+    batch_id: str
+    valid: list[ParsedRow]
+    invalid: list[RowError]  # with row, field and reason
+    dialect: Dialect
+    encoding: str
+
+
 def parse_batch(
     content: bytes,
     name: str,
@@ -191,8 +160,8 @@ def parse_batch(
     *,
     batch_name: str | None = None,
     row_key_secret: bytes | None = None,
-) -> tuple[str, list[ParsedRow], list[RowError]]:
-    """The batch id, the rows to enqueue and the rows refused (with row, field, reason)."""
+) -> ParsedBatch:
+    """The batch id, the rows to enqueue, the rows refused, and how the file was read."""
     if batch_name is not None:
         if not BATCH_NAME.match(batch_name):
             raise BatchFileError(
@@ -202,8 +171,11 @@ def parse_batch(
         batch_name = batch_name.lower()  # one batch, however it is spelt
     rows: list[Row] = []
     invalid: list[RowError] = []
-    for number, data in _records(content, name):
-        checked = data if isinstance(data, RowError) else _check_fields(number, data, max_cents)
+    dialect, encoding, records = read_records(content, name)
+    for number, data in records:
+        checked = (
+            data if isinstance(data, RowError) else _check_fields(number, data, max_cents, dialect)
+        )
         if isinstance(checked, RowError):
             invalid.append(checked)
         else:
@@ -217,7 +189,7 @@ def parse_batch(
         if isinstance(key, str)
     ]
     invalid.sort(key=lambda e: e.row)
-    return batch_id, valid, invalid
+    return ParsedBatch(batch_id, valid, invalid, dialect, encoding)
 
 
 def _job(row: Row, key: str, batch_id: str) -> CardLoadJob:
@@ -240,10 +212,16 @@ def submit_batch(
     content = path.read_bytes()
     jobs = producer.settings.jobs
     secret = jobs.row_key_secret.get_secret_value().encode() if jobs.row_key_secret else None
-    batch_id, valid, invalid = parse_batch(
+    batch_file = parse_batch(
         content, path.name, jobs.max_amount_cents, batch_name=name, row_key_secret=secret
     )
-    result = BatchResult(batch_id, rows=len(valid) + len(invalid), invalid=list(invalid))
+    batch_id, valid, invalid = batch_file.batch_id, batch_file.valid, batch_file.invalid
+    result = BatchResult(
+        batch_id,
+        rows=len(valid) + len(invalid),
+        invalid=list(invalid),
+        read_as=f"{batch_file.dialect.describe()}, {batch_file.encoding}",
+    )
     rows: dict[str, int] = {}
     if name is not None:
         valid, rows = _match_earlier(producer, batch_id, valid)

@@ -228,8 +228,7 @@ class SandboxApp:
         self.auth.check(r.headers)
         count = _int_param(r, "count", 20)
         offset = _int_param(r, "offset", 0)
-        descending = (r.param("sort") or "created:asc").lower().endswith(":desc")
-        total, page = self.engine.list(r.param("q"), count, offset, descending)
+        total, page = self.engine.list(r.param("q"), count, offset, r.param("sort"))
         return json_response(
             200, {"count": total, "data": [transaction(self.world, tx) for tx in page]}
         )

@@ -6,11 +6,11 @@ card and sets ``ok`` or changes nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from cardload.sandbox import search
 from cardload.sandbox.failures import invalid, not_allowed, not_found
 from cardload.sandbox.receipt import Booking, build_receipt
 from cardload.sandbox.render import timestamp
@@ -21,14 +21,10 @@ from cardload.secuconnect.money import format_amount_de
 PAYMENT_METHODS = frozenset(
     {"cash", "cashless", "creditcard", "debit", "invoice", "loyalty", "paypal", "prepaid", "sofort"}
 )
-QUERY_FIELDS = {
-    "merchantRef": "merchant_ref",
-    "transactionRef": "transaction_ref",
-    "status": "status",
-    "id": "id",
-}
 MAX_PAGE = 100
-_TERM = re.compile(r'\s*(?:AND\s+)?(\w+):("(?:[^"\\]|\\.)*"|[^\s"]+)\s*', re.IGNORECASE)
+# The API does not document its default order: the sandbox picks the one a client that
+# relies on "oldest first" gets wrong.
+DEFAULT_SORT = "created:desc"
 _SALUTATIONS = {
     "mr.": "Herr",
     "mr": "Herr",
@@ -37,24 +33,6 @@ _SALUTATIONS = {
     "mrs": "Frau",
     "ms": "Frau",
 }
-
-
-def parse_query(q: str) -> list[tuple[str, str]]:
-    """``merchantRef:ORDER-1 AND status:ok``; values with spaces in double quotes."""
-    terms: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(q):
-        match = _TERM.match(q, pos)
-        if not match:
-            raise invalid(f"q: cannot read {q[pos:]!r}; use field:value, e.g. merchantRef:ORDER-1")
-        field, value = match.group(1), match.group(2)
-        if field not in QUERY_FIELDS:
-            raise invalid(f"q: unknown field {field!r}; known: {', '.join(QUERY_FIELDS)}")
-        if value.startswith('"'):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        terms.append((field, value))
-        pos = match.end()
-    return terms
 
 
 class Engine:
@@ -115,22 +93,21 @@ class Engine:
         return tx
 
     def list(
-        self, q: str | None, count: int, offset: int, descending: bool
+        self, q: str | None, count: int, offset: int, sort: str | None
     ) -> tuple[int, list[Transaction]]:
-        terms = parse_query(q) if q else []
-        refs = [value for field, value in terms if field == "merchantRef"]
-        if refs:  # the index keeps a lookup by merchantRef cheap at any size
-            ids = self.world.by_merchant_ref.get(refs[0], [])
-            candidates = [self.world.transactions[i] for i in ids]
+        """One page of the transactions ``q`` matches, in ``sort`` order, and how many
+        match in all (see :mod:`sandbox.search` for the language)."""
+        node = search.parse(q) if q else None
+        ref = search.exact_merchant_ref(node) if node else None
+        if ref is not None:  # the index keeps a lookup by merchantRef cheap at any size
+            candidates = [
+                self.world.transactions[i] for i in self.world.by_merchant_ref.get(ref, [])
+            ]
         else:
             candidates = list(self.world.transactions.values())
-        hits = [
-            tx
-            for tx in candidates
-            if all(getattr(tx, QUERY_FIELDS[field]) == value for field, value in terms)
-        ]
-        if descending:
-            hits.reverse()
+        hits = search.ordered(
+            [tx for tx in candidates if node is None or node.matches(tx)], sort or DEFAULT_SORT
+        )
         return len(hits), hits[offset : offset + min(count, MAX_PAGE)]
 
     def start(

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from cardload._version import __version__
 from cardload.secuconnect.classify import classify_response, classify_transport_error
-from cardload.secuconnect.errors import AmbiguousError, RetryableError
+from cardload.secuconnect.errors import AmbiguousError, PermanentError, RetryableError
 from cardload.secuconnect.models import (
     CreateSmartTransaction,
     SmartTransaction,
@@ -24,6 +24,8 @@ from cardload.secuconnect.models import (
 from cardload.secuconnect.tokens import TokenSource
 
 API_PREFIX = "/api/v2"
+PAGE = 100  # the most the list endpoint answers at once
+MAX_PAGES = 20  # a merchantRef lookup reads at most this many pages
 TRANSACTIONS = f"{API_PREFIX}/Smart/Transactions"
 _EXPIRED_TOKEN_ERROR = "ProductNotAllowedException"
 _M = TypeVar("_M", SmartTransaction, SmartTransactionList)
@@ -75,18 +77,47 @@ class SecuconnectClient:
         return self._transaction("POST", f"{TRANSACTIONS}/{transaction_id}/cancel")
 
     def search(
-        self, *, q: str | None = None, count: int = 20, offset: int = 0
+        self,
+        *,
+        q: str | None = None,
+        count: int = 20,
+        offset: int = 0,
+        sort: str | None = None,
     ) -> SmartTransactionList:
+        """``GET /Smart/Transactions``: ``q`` in the API's search language
+        (``property:condition``, ``?``/``*`` wildcards, ``[min TO max]``, AND/OR/NOT),
+        ``sort`` as ``field:asc|desc``."""
         params: dict[str, str | int] = {"count": count, "offset": offset}
         if q:
             params["q"] = q
+        if sort:
+            params["sort"] = sort
         body = self._call("GET", TRANSACTIONS, params=params)
         return self._parse("GET", SmartTransactionList, body)
 
     def find_by_merchant_ref(self, merchant_ref: str) -> list[SmartTransaction]:
-        """Transactions created with this merchantRef (``q=merchantRef:VALUE``), oldest first."""
-        quoted = merchant_ref.replace("\\", "\\\\").replace('"', '\\"')
-        return self.search(q=f'merchantRef:"{quoted}"', count=100).data
+        """Transactions whose merchantRef is exactly this one, oldest first.
+
+        The search language has wildcards and no documented escape, so a key holding
+        ``*`` or ``?`` matches other keys too: ``*`` is searched as ``?`` (one character,
+        not any run), every page is read, and only exact matches are kept. The order is
+        asked for (``sort=created:asc``); the API's default is not documented."""
+        pattern = merchant_ref.replace("*", "?").replace("\\", "\\\\").replace('"', '\\"')
+        found: list[SmartTransaction] = []
+        offset = 0
+        while True:
+            page = self.search(
+                q=f'merchantRef:"{pattern}"', count=PAGE, offset=offset, sort="created:asc"
+            )
+            found += [tx for tx in page.data if tx.merchant_ref == merchant_ref]
+            offset += len(page.data)
+            if not page.data or offset >= page.count:
+                return found
+            if offset >= PAGE * MAX_PAGES:
+                raise PermanentError(
+                    f"merchantRef {merchant_ref!r} matches {page.count} transactions in the "
+                    "API's search: too many to look through; use a key without * or ?"
+                )
 
     # --- plumbing ----------------------------------------------------------------
 

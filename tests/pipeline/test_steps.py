@@ -763,3 +763,29 @@ def test_the_job_own_transaction_is_adopted_beside_a_foreign_one(
     assert run(pipeline, job_id)[-1] == Finished("succeeded")
     assert [(e["card_number"], e["amount_cents"]) for e in app.world.ledger] == [(SEED_CARD, 2000)]
     assert app.requests["create"] == 2  # the foreign one, and ours (lost, then found)
+
+
+@pytest.mark.parametrize("key", ["order-*", "order-?", "*", "order-1*", "?rder-12"])
+@pytest.mark.parametrize("lost", ["response", "request"])
+def test_a_lost_create_never_adopts_another_jobs_transaction_whatever_its_key(
+    app: SandboxApp, pipeline: Pipeline, key: str, lost: str
+) -> None:
+    """Other jobs' transactions for the same card and amount, under keys the search's
+    wildcards in ours would match. Our create is lost: its answer (the transaction was
+    made) or the request itself (it was not). Only our own is ever adopted."""
+    for other in ("order-1", "order-12", "order-x", "xorder-1"):
+        foreign_transaction(pipeline, other, 2000, start=other == "order-12")
+    kind = "commit_then_lose" if lost == "response" else "reset"
+    faults(app, {"kind": kind, "endpoint": "create", "times": 1})
+    job_id = admit(pipeline, idempotency_key=key)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.transaction_id is not None
+    ours = app.world.transactions[record.transaction_id]
+    assert ours.merchant_ref == key and ours.status == "ok"
+    mine = [tx for tx in app.world.transactions.values() if tx.merchant_ref == key]
+    assert len(mine) == 1  # one transaction under our key, whichever way it was lost
+    started = sorted(
+        tx.merchant_ref or "" for tx in app.world.transactions.values() if tx.status == "ok"
+    )
+    assert started == sorted([key, "order-12"])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import pytest
 
@@ -49,3 +50,29 @@ def test_maximum_and_currency() -> None:
         parse_amount("500.01", max_cents=50_000)
     with pytest.raises(AmountError, match="not supported"):
         parse_amount("5", "XYZ")
+
+
+@pytest.mark.parametrize(
+    ("decimal", "text", "cents"),
+    [
+        (",", "1.234,56", 123456),
+        (",", "1234,5", 123450),
+        (",", "12.345.678", 1234567800),
+        (",", "20", 2000),
+        (".", "1,234.56", 123456),
+        (".", "20.05", 2005),
+    ],
+)
+def test_amounts_the_german_and_the_english_way(
+    decimal: Literal[".", ","], text: str, cents: int
+) -> None:
+    assert parse_amount(text, decimal=decimal) == cents
+
+
+@pytest.mark.parametrize(
+    ("decimal", "text"),
+    [(",", "20.00"), (",", "1.23,4"), (",", "1,234.56"), (".", "20,00"), (".", "1.234,56")],
+)
+def test_a_separator_in_the_wrong_place_is_refused(decimal: Literal[".", ","], text: str) -> None:
+    with pytest.raises(AmountError, match="is not an amount like"):
+        parse_amount(text, decimal=decimal)

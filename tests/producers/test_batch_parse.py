@@ -21,7 +21,7 @@ def test_csv_rows_and_errors() -> None:
         b"9276000000000003,600,EUR,z\n"
         b"9276000000000003,5,EUR,a,extra\n"
     )
-    batch_id, valid, invalid = parse_batch(
+    batch_id, valid, invalid, *_ = parse_batch(
         content, "payroll.csv", MAX, batch_name="Pay-11", row_key_secret=SECRET
     )
     assert batch_id == "pay-11"
@@ -51,7 +51,7 @@ def test_jsonl_is_exact_and_reports_bad_lines() -> None:
         b'{"card_number": "9276004424644352", "amount": 1, "colour": "red"}\n'
         b"\n"
     )
-    _, valid, invalid = parse_batch(
+    _, valid, invalid, *_ = parse_batch(
         content, "orders.jsonl", MAX, batch_name="orders", row_key_secret=SECRET
     )
     assert [p.job.amount_cents for p in valid] == [2010, 750]
@@ -80,7 +80,7 @@ ROWS = [
 
 
 def keys_of(content: bytes, name: str | None = "gifts") -> dict[str, int]:
-    _, valid, _ = parse_batch(content, "x.csv", MAX, batch_name=name, row_key_secret=SECRET)
+    valid = parse_batch(content, "x.csv", MAX, batch_name=name, row_key_secret=SECRET).valid
     return {p.job.idempotency_key: p.row for p in valid}
 
 
@@ -102,7 +102,7 @@ def test_a_row_is_identified_by_what_it_means_not_by_the_bytes() -> None:
 
 def test_rows_without_reference_need_a_batch_name() -> None:
     content = (HEADER + "\n".join(ROWS) + "\n").encode()
-    batch_id, valid, invalid = parse_batch(content, "x.csv", MAX)
+    batch_id, valid, invalid, *_ = parse_batch(content, "x.csv", MAX)
     assert [p.job.idempotency_key for p in valid] == ["ref:emp-1"]  # referenced rows go on
     assert [(e.row, e.field) for e in invalid] == [
         (1, "reference"),
@@ -124,7 +124,7 @@ def test_a_card_number_in_the_amount_column_is_not_echoed() -> None:
 
 def test_a_reference_twice_in_one_file_is_refused() -> None:
     content = (HEADER + "9276000000000003,1,EUR,r1\n9276000000000004,2,EUR,r1\n").encode()
-    _, valid, invalid = parse_batch(content, "x.csv", MAX)
+    _, valid, invalid, *_ = parse_batch(content, "x.csv", MAX)
     assert [p.row for p in valid] == [1]
     assert [(e.row, e.field, e.reason) for e in invalid] == [
         (2, "reference", "same reference as row 1")
@@ -145,7 +145,7 @@ def test_a_row_key_does_not_give_the_card_number_away() -> None:
 
     card = "9276004424644352"
     content = (HEADER + f"{card},20.00,EUR,\n").encode()
-    [row] = parse_batch(content, "x.csv", MAX, batch_name="gifts", row_key_secret=SECRET)[1]
+    [row] = parse_batch(content, "x.csv", MAX, batch_name="gifts", row_key_secret=SECRET).valid
     _, name, digest, _ = row.job.idempotency_key.split(":")
     plain = [hashlib.sha256(f"{card}|2000|EUR".encode()).hexdigest()[:32]]
     plain.append(hashlib.sha256(f"{name}|{card}|2000|EUR".encode()).hexdigest()[:32])
@@ -153,5 +153,5 @@ def test_a_row_key_does_not_give_the_card_number_away() -> None:
     keyed = hmac.new(SECRET, f"{name}|{card}|2000|EUR".encode(), hashlib.sha256)
     assert digest == keyed.hexdigest()[:32]
     # Without the secret, rows without a reference are refused, not keyed guessably.
-    _, valid, invalid = parse_batch(content, "x.csv", MAX, batch_name="gifts")
+    _, valid, invalid, *_ = parse_batch(content, "x.csv", MAX, batch_name="gifts")
     assert valid == [] and "CARDLOAD_JOBS_ROW_KEY_SECRET" in invalid[0].reason

@@ -171,7 +171,7 @@ def test_list_finds_by_merchant_ref(http: httpx.Client, auth: dict[str, str]) ->
     ).json()
     assert everything["count"] == 4 and [tx["id"] for tx in everything["data"]] == [ids[2], ids[1]]
     bad = http.get(TX, params={"q": "colour:red"}, headers=auth)
-    assert bad.status_code == 400 and "unknown field" in bad.json()["error_details"]
+    assert bad.status_code == 400 and "unknown property" in bad.json()["error_details"]
 
 
 def test_admin_cards_reset_and_stats(

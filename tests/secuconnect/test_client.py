@@ -229,3 +229,22 @@ def test_an_answer_that_cannot_be_decoded_is_classified() -> None:
             client.start("STX_" + "A" * 30)
         with pytest.raises(RetryableError, match="DecodingError"):
             client.get("STX_" + "A" * 30)
+
+
+def test_a_merchant_ref_lookup_reads_every_page_and_keeps_exact_matches(
+    app: SandboxApp, client: SecuconnectClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cardload.secuconnect import client as client_module
+
+    for i in range(150):  # keys our wildcard key matches in the API's search
+        client.create(_request(merchantRef=f"k-{i:03d}"))
+    mine = client.create(_request(merchantRef="k-*"))
+    found = client.find_by_merchant_ref("k-*")
+    assert [tx.id for tx in found] == [mine.id]
+    assert app.requests["list"] == 1  # "*" searched as "?": 3 characters, not any run
+    found = client.find_by_merchant_ref("k-???")
+    assert found == []  # 151 matches in the search, two pages read, none exactly
+    assert app.requests["list"] == 3
+    monkeypatch.setattr(client_module, "MAX_PAGES", 1)
+    with pytest.raises(PermanentError, match="too many to look through"):
+        client.find_by_merchant_ref("k-???")

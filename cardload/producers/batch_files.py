@@ -1,0 +1,175 @@
+"""Reading batch files as operators export them: CSV with ``,`` (English spreadsheets),
+with ``;`` and decimal commas (German ones: ``1.234,56``), or JSON Lines; UTF-8 with or
+without a BOM, or Windows-1252; English or German column names.
+
+The dialect is told from the header; what cannot be told is refused, never guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from cardload.errors import CardloadError
+
+COLUMNS = ("card_number", "amount", "currency", "reference")
+REQUIRED = ("card_number", "amount")
+# Column names as people write them (compared without case, accents, spaces, _ or -).
+_NAMES = {
+    "cardnumber": "card_number",
+    "kartennummer": "card_number",
+    "amount": "amount",
+    "betrag": "amount",
+    "currency": "currency",
+    "wahrung": "currency",
+    "waehrung": "currency",
+    "reference": "reference",
+    "referenz": "reference",
+}
+_DELIMITERS = (",", ";", "\t")
+
+
+class BatchFileError(CardloadError, ValueError):
+    """The file as a whole cannot be read (encoding, format, header), or the batch name
+    is invalid."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: Literal["en", "de", "jsonl"]
+    delimiter: str | None  # None: JSON Lines
+    decimal: Literal[".", ","] | None  # the amounts' decimal separator; None: either one
+
+    def describe(self) -> str:
+        if self.delimiter is None:
+            return "JSON Lines"
+        shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
+        point = "decimal comma, '.' for thousands" if self.decimal == "," else "decimal point"
+        return f"CSV, {shown}-separated, {point}"
+
+
+ENGLISH = Dialect("en", ",", None)
+GERMAN = Dialect("de", ";", ",")
+JSON_LINES = Dialect("jsonl", None, None)
+TEMPLATES = {
+    "en": "card_number,amount,currency,reference\n",
+    "de": "Kartennummer;Betrag;Währung;Referenz\n",
+}
+
+
+def decode(content: bytes) -> tuple[str, str]:
+    """The text and the encoding it was read as: UTF-8 (a BOM is dropped), else
+    Windows-1252 (as German Excel saves "CSV"). Anything else is refused."""
+    if b"\x00" in content:
+        raise BatchFileError("not a text file (it holds NUL bytes)")
+    try:
+        return content.decode("utf-8-sig"), "UTF-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return content.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError as exc:
+        raise BatchFileError(
+            f"neither UTF-8 nor Windows-1252 text (byte 0x{content[exc.start]:02x} at "
+            f"offset {exc.start})"
+        ) from exc
+
+
+def _column(name: str) -> str | None:
+    plain = unicodedata.normalize("NFKD", name.strip().lower())
+    plain = "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
+    return _NAMES.get(plain)
+
+
+def _dialect(header_line: str) -> Dialect:
+    """The delimiter under which the header splits into the most known column names."""
+    known = {}
+    for delimiter in _DELIMITERS:
+        names = next(csv.reader([header_line], delimiter=delimiter))
+        known[delimiter] = (sum(1 for n in names if _column(n)), names)
+    best = max(count for count, _ in known.values())
+    winners = [d for d, (count, _) in known.items() if count == best]
+    if best < 1 or len(winners) != 1:
+        raise BatchFileError(
+            f"cannot tell the columns from the header {header_line.strip()[:80]!r}: "
+            "write card_number,amount,currency,reference or "
+            "Kartennummer;Betrag;Währung;Referenz (cardload batch template)"
+        )
+    delimiter = winners[0]
+    names = known[delimiter][1]
+    unknown = [n.strip() for n in names if n.strip() and not _column(n)]
+    missing = [c for c in REQUIRED if c not in {_column(n) for n in names}]
+    if unknown:
+        raise BatchFileError(
+            f"CSV header must be {','.join(COLUMNS)} (or German: "
+            f"{TEMPLATES['de'].strip()}); unknown columns: {', '.join(unknown)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    return GERMAN if delimiter == ";" else Dialect("en", delimiter, None)
+
+
+def read_records(
+    content: bytes, name: str
+) -> tuple[Dialect, str, Iterator[tuple[int, dict[str, Any] | RowError]]]:
+    """The file's dialect, its encoding, and (row number, fields) per data row (row 1
+    is the first data row), the fields under the English column names."""
+    text, encoding = decode(content)
+    if name.endswith((".jsonl", ".ndjson")):
+        return JSON_LINES, encoding, _json_lines(text)
+    lines = text.splitlines()
+    header_line = next((line for line in lines if line.strip()), "")
+    if not header_line:
+        raise BatchFileError("the file is empty")
+    dialect = _dialect(header_line)
+    return dialect, encoding, _csv_rows(text, dialect)
+
+
+def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line, parse_float=Decimal)  # exact: 20.10 stays 20.10
+        except json.JSONDecodeError as exc:
+            yield number, RowError(number, "line", f"not JSON: {exc.msg}")
+            continue
+        yield (
+            number,
+            data if isinstance(data, dict) else RowError(number, "line", "not a JSON object"),
+        )
+
+
+def _csv_rows(text: str, dialect: Dialect) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    assert dialect.delimiter is not None
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
+    header = next(row for row in reader if any(cell.strip() for cell in row))
+    columns = [_column(name) for name in header]
+    missing = [c for c in REQUIRED if c not in columns]
+    twice = sorted({c for c in columns if c and columns.count(c) > 1})
+    if missing or twice:
+        raise BatchFileError(
+            f"CSV header must have {', '.join(REQUIRED)}"
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+            + (f"; named twice: {', '.join(twice)}" if twice else "")
+        )
+    for number, row in enumerate(reader, start=1):
+        if not any(cell.strip() for cell in row):
+            continue  # an empty row (spreadsheets write them at the end)
+        if len(row) > len(header):
+            yield number, RowError(number, "line", "more fields than columns in the header")
+            continue
+        values = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
+        yield number, {c: v for c, v in zip(columns, values, strict=True) if c}
