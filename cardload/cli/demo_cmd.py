@@ -40,7 +40,9 @@ SAMPLE = Path(__file__).parent / "data" / "sample-batch.csv"
 def register(commands: Any) -> None:
     demo = commands.add_parser("demo", help="run the sample batch on a private sandbox + worker")
     demo.add_argument("--file", type=Path, default=SAMPLE, help="batch file to run")
-    demo.add_argument("--timeout-s", type=float, default=120)
+    demo.add_argument(
+        "--timeout-s", type=float, default=120, help="give up after this many seconds (120)"
+    )
     demo.set_defaults(run=_run)
 
 

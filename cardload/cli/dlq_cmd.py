@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from cardload.cli.context import Context
-from cardload.cli.output import emit_json, history_table, pairs, table
+from cardload.cli.output import add_json_flag, emit_json, history_table, pairs, table
 from cardload.deadletters.store import DeadLetter
 from cardload.observability.masking import mask_card_number
 from cardload.producers.replay import replay_dead_letters
@@ -17,11 +17,11 @@ def register(commands: Any) -> None:
     dlq = commands.add_parser("dlq", help="dead-lettered jobs")
     sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="COMMAND")
     listing = sub.add_parser("list", help="dead-lettered jobs, oldest first")
-    listing.add_argument("--json", action="store_true")
+    add_json_flag(listing)
     listing.set_defaults(run=_list)
     show = sub.add_parser("show", help="one dead letter with its error and history")
-    show.add_argument("job_id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("job_id", help="the dead-lettered job")
+    add_json_flag(show)
     show.set_defaults(run=_show)
     for name, run, help_text in (
         ("replay", _replay, "enqueue again with the same key and transaction (never loads twice)"),
@@ -29,9 +29,9 @@ def register(commands: Any) -> None:
     ):
         command = sub.add_parser(name, help=help_text)
         target = command.add_mutually_exclusive_group(required=True)
-        target.add_argument("job_id", nargs="?")
-        target.add_argument("--all", action="store_true")
-        command.add_argument("--json", action="store_true")
+        target.add_argument("job_id", nargs="?", help="one dead-lettered job")
+        target.add_argument("--all", action="store_true", help="every dead letter")
+        add_json_flag(command)
         command.set_defaults(run=run)
 
 

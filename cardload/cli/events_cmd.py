@@ -17,7 +17,7 @@ def register(commands: Any) -> None:
     events = commands.add_parser("events", help="result events")
     sub = events.add_subparsers(dest="events_command", required=True, metavar="COMMAND")
     tail = sub.add_parser("tail", help="the latest result events")
-    tail.add_argument("-n", "--count", type=int, default=20)
+    tail.add_argument("-n", "--count", type=int, default=20, help="how many events (20)")
     tail.add_argument("--follow", action="store_true", help="keep printing new events")
     tail.add_argument("--json", action="store_true", help="one JSON event per line")
     tail.set_defaults(run=_tail)

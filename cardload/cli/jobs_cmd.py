@@ -7,10 +7,8 @@ import sys
 import uuid
 from typing import Any
 
-from pydantic import ValidationError
-
 from cardload.cli.context import Context
-from cardload.cli.output import balances_text, emit_json, history_table, pairs
+from cardload.cli.output import add_json_flag, balances_text, emit_json, history_table, pairs
 from cardload.jobs.model import CardLoadJob, JobRecord, JobSource, LoadResult
 from cardload.jobs.store import IdempotencyConflict
 from cardload.observability.masking import mask_card_number
@@ -24,19 +22,19 @@ def register(commands: Any) -> None:
     enqueue = commands.add_parser("enqueue", help="enqueue one card load")
     enqueue.add_argument("--card", required=True, help="16-digit card number")
     enqueue.add_argument("--amount", required=True, help="in major units, e.g. 20.00")
-    enqueue.add_argument("--currency", default="EUR")
+    enqueue.add_argument("--currency", default="EUR", help="EUR, the only one loads take")
     enqueue.add_argument(
         "--key",
         help="idempotency key: the same key never loads twice (default: a new one, printed "
         "so the command can be repeated safely)",
     )
     enqueue.add_argument("--order-id", help="source order id, carried into the result event")
-    enqueue.add_argument("--json", action="store_true")
+    add_json_flag(enqueue)
     enqueue.set_defaults(run=_enqueue)
 
     job = commands.add_parser("job", help="a job's state, attempts, transaction and result")
-    job.add_argument("job_id")
-    job.add_argument("--json", action="store_true")
+    job.add_argument("job_id", help="the job's id (as enqueue, submit or events printed it)")
+    add_json_flag(job)
     job.set_defaults(run=_job)
 
     jobs = commands.add_parser("jobs", help="job maintenance")
@@ -60,7 +58,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         fields["idempotency_key"] = args.key or f"cli:{uuid.uuid4().hex}"
         job = CardLoadJob.model_validate(fields)
         job_id = ctx.producer.enqueue(job)
-    except (AmountError, AmountLimitError, IdempotencyConflict, ValidationError) as exc:
+    except (AmountError, AmountLimitError, IdempotencyConflict) as exc:
         print(f"cardload enqueue: {exc}", file=sys.stderr)
         return 2
     new = job_id == job.job_id

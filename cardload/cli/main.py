@@ -6,9 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cardload.cli import batch_cmd, demo_cmd, dlq_cmd, events_cmd, jobs_cmd, sandbox_cmd, worker_cmd
-from cardload.config import SettingsError
-from cardload.errors import MissingExtraError
+from cardload._version import __version__
+from cardload.cli import (
+    batch_cmd,
+    demo_cmd,
+    dlq_cmd,
+    events_cmd,
+    failures,
+    jobs_cmd,
+    sandbox_cmd,
+    worker_cmd,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardload",
         description="Load secucard loyalty and gift cards through secuconnect Smart Transactions.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     jobs_cmd.register(commands)
     batch_cmd.register(commands)
@@ -28,18 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code (``cli.failures`` lists them)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    name = "cardload"
     try:
         if argv[:1] == ["worker"]:
             # Everything after "worker" belongs to celery worker, untouched.
             return worker_cmd.run_worker(argv[1:])
         args = build_parser().parse_args(argv)
+        name = f"cardload {failures.command_name(args)}"
         result: int = args.run(args)
-    except (SettingsError, MissingExtraError) as exc:
-        print(f"cardload: {exc}", file=sys.stderr)
-        return 2
+    except failures.INPUT_ERRORS as exc:
+        print(f"{name}: {failures.input_text(exc)}", file=sys.stderr)
+        return failures.EXIT_INPUT
+    except failures.UNREACHABLE_ERRORS as exc:
+        print(f"{name}: {failures.unreachable_text(exc)}", file=sys.stderr)
+        return failures.EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 130
+        return failures.EXIT_INTERRUPTED
     return result
 
 

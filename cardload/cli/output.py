@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -9,6 +10,12 @@ from typing import Any
 
 from cardload.jobs.model import HistoryEntry
 from cardload.secuconnect.money import format_money_de
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON for machines instead of a table"
+    )
 
 
 def emit_json(value: Any) -> None:

@@ -26,11 +26,15 @@ def register(commands: Any) -> None:
     group = commands.add_parser("sandbox", help="the local secuconnect simulator")
     sub = group.add_subparsers(dest="sandbox_command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve the sandbox over HTTP until interrupted")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8600, help="0 picks a free port")
     serve.add_argument("--seed", type=int, default=0, help="seed for ids and faults")
-    serve.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
-    serve.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    serve.add_argument(
+        "--client-id", default=DEFAULT_CLIENT_ID, help="the OAuth client id it takes"
+    )
+    serve.add_argument(
+        "--client-secret", default=DEFAULT_CLIENT_SECRET, help="the OAuth secret it takes"
+    )
     serve.add_argument("--token-ttl-s", type=int, default=1200, help="OAuth expires_in")
     serve.add_argument("--latency-ms", type=int, default=0, help="added to every API call")
     serve.add_argument("--jitter-ms", type=int, default=0, help="uniform extra latency")
