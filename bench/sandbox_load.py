@@ -70,7 +70,7 @@ def _one(http: httpx.Client, phase: Phase, headers: dict[str, str], i: int) -> i
     if phase.name == "load":
         tx = http.post(TX, json=_body(phase.cards[i % len(phase.cards)]), headers=headers)
         tx.raise_for_status()
-        http.post(f"{TX}/{tx.json()['id']}/start", headers=headers).raise_for_status()
+        http.post(f"{TX}/{tx.json()['id']}/start/cash", headers=headers).raise_for_status()
         return 2
     http.get(f"{TX}/{phase.tx_ids[i % len(phase.tx_ids)]}", headers=headers).raise_for_status()
     return 1

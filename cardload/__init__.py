@@ -17,7 +17,7 @@ use (``cardload.worker.default_app``), configured from ``CARDLOAD_*`` variables.
 from __future__ import annotations
 
 from cardload._version import __version__
-from cardload.config import Settings, SettingsError, load_settings
+from cardload.config import LoadMethod, Settings, SettingsError, load_settings
 from cardload.deadletters import DeadLetter, DeadLetterStore
 from cardload.errors import CardloadError
 from cardload.events import CardLoadFailed, CardLoadSucceeded, EventStream
@@ -62,6 +62,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "JobStoreUnavailable",
+    "LoadMethod",
     "Settings",
     "SettingsError",
     "__version__",

@@ -48,6 +48,12 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--faults-file", type=Path, help="JSON fault settings (seed, latency, rules)"
     )
+    serve.add_argument(
+        "--seed-compat",
+        action="store_true",
+        help="take a /start without a payment method and no /prepare before it, as the "
+        "seed document shows (the API refuses it)",
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -77,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
         client_secret=args.client_secret,
         token_ttl_s=args.token_ttl_s,
         faults=faults,
+        bare_start=args.seed_compat,
     )
     # The server (the sandbox extra) is imported here, on use, not with the CLI.
     asyncio.run(_run(sandbox.SandboxServer(app, args.host, args.port), app))

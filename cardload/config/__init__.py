@@ -3,6 +3,7 @@
 from cardload.config.settings import (
     EventSettings,
     JobSettings,
+    LoadMethod,
     LogSettings,
     RetrySettings,
     SecuconnectSettings,
@@ -16,6 +17,7 @@ from cardload.config.settings import (
 __all__ = [
     "EventSettings",
     "JobSettings",
+    "LoadMethod",
     "LogSettings",
     "RetrySettings",
     "SecuconnectSettings",

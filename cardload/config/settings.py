@@ -52,6 +52,12 @@ HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Seconds = Annotated[float, Field(gt=0)]
 
 
+# The start methods (``/start/{method}``) a card load may be paid with; secuconnect.methods
+# has the API's full lists. Not "loyalty": it pays with the card being loaded, so the load
+# would pay for itself. Not "cashless_direct": it needs the terminal's tid and trace.
+LoadMethod = Literal["cash", "cashless", "debit", "invoice", "prepaid", "ccload", "demo"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,6 +80,9 @@ class SecuconnectSettings(_Section):
     # The SDKs cache a token for expires_in - 10 s; we refresh a little earlier so a
     # request never starts with a token that expires while it is in flight.
     token_refresh_margin_s: Annotated[int, Field(ge=0, le=600)] = 30
+    # How a load is paid when its job does not say: "cash" is the merchant taking the
+    # money itself, which secupay records and does not process (README, "Choices").
+    start_method: LoadMethod = "cash"
 
     @property
     def call_budget_s(self) -> float:

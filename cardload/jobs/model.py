@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cardload.config.settings import LoadMethod
 from cardload.secuconnect.models import Contact
 
 CardNumber = Annotated[str, Field(pattern=r"^\d{16}$")]
@@ -80,7 +81,7 @@ class CardLoadJob(BaseModel):
     customer_id: Annotated[str, Field(pattern=r"^PCU_[A-Z0-9]{30}$")] | None = None
     customer_contact: Contact | None = None
     template_id: Annotated[str, Field(pattern=r"^ETP_[A-Z0-9]{30}$")] | None = None
-    payment_method: str | None = None
+    payment_method: LoadMethod | None = None  # None: CARDLOAD_SECUCONNECT_START_METHOD
     source: JobSource = JobSource()
     created_at: datetime = Field(default_factory=now_utc)
 

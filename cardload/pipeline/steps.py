@@ -12,10 +12,12 @@ Exactly-once effect comes from the job record and the API, not from message deli
   record may not show everything done before: a retry, a replay, a takeover, another
   Redis); only the job's own transaction is adopted, and one for other content under
   the key is a conflict. A create that lands after the lookup stays ``created``;
-* start reads the transaction before repeating after any doubt: ``ok`` is success,
-  ``created`` means start now, still in flight means wait, ``failed``/``cancelled``
-  is a failure. A refused start is checked the same way (another delivery may have
-  started it). Before a start failure becomes final the transaction is read once more;
+* start reads the transaction before repeating after any doubt: a paid status (``ok``,
+  ``received``, ...) is success, ``created`` means start now, still in flight (or a
+  status we do not know) means wait, a failed one (``failed``, ``cancelled``, ...) is
+  a failure at once (:mod:`secuconnect.statuses` has each). A refused start is checked
+  the same way (another delivery may have started it). Before a start failure becomes
+  final the transaction is read once more;
 * success and its result event are one write; a dead letter, its entry and its failed
   event are one write. ``load_uncertain`` says whether the card may have been loaded.
 """
@@ -51,14 +53,10 @@ from cardload.secuconnect import (
     TokenUnavailableError,
     TransactionStatus,
 )
+from cardload.secuconnect.statuses import is_failed, is_paid
 
 log = get_logger(__name__)
 
-# The statuses that tell what became of a start. "created" does not: a start that was
-# sent and not answered may still land after the read. Any other status (in flight,
-# or one we do not know) may yet load the card, or already has.
-_OK = TransactionStatus.OK.value
-_FAILED = frozenset({TransactionStatus.FAILED.value, TransactionStatus.CANCELLED.value})
 _CREATED = TransactionStatus.CREATED.value
 
 
@@ -77,14 +75,17 @@ def error_info(error: SecuconnectError) -> ErrorInfo:
 @dataclass
 class StartWatch:
     """Whether a start may have loaded the card without our having seen it: from the
-    POST of a start until a read or an answer shows what became of it (ok, failed,
-    cancelled). Reading "created" settles nothing: an unanswered start, ours or a
+    POST of a start until a read or an answer shows what became of it (a paid or a
+    failed status). Reading "created" settles nothing: an unanswered start, ours or a
     frozen delivery's, may still land after the read."""
 
     unsettled: bool
 
     def observe(self, tx: SmartTransaction) -> None:
-        if tx.status == _OK or tx.status in _FAILED:
+        # Paid or failed tells what became of a start. "created" does not: a start that
+        # was sent and not answered may still land after the read. Any other status (in
+        # flight, or one we do not know) may yet load the card, or already has.
+        if is_paid(tx.status) or is_failed(tx.status):
             self.unsettled = False
         elif tx.status != _CREATED:
             self.unsettled = True  # in flight, or a status we do not know
@@ -157,12 +158,12 @@ class Pipeline:
         """The job's transaction, if an earlier create made one, and else what holds its
         key at the API for other content (a conflict), if anything. Each candidate is
         read (a search index may lag behind a start) and must be for the job's card and
-        amount; every status but failed or cancelled counts, and one paid, being paid,
+        amount; every status but a failed one counts, and one paid, being paid,
         or in a status we do not know wins over one still created. The others are never
         started."""
         key = job.idempotency_key
         listed = [tx for tx in self.client.find_by_merchant_ref(key) if tx.merchant_ref == key]
-        found = [tx for tx in map(self._reread, listed) if tx and tx.status not in _FAILED]
+        found = [tx for tx in map(self._reread, listed) if tx and not is_failed(tx.status)]
         ours = [tx for tx in found if transaction_mismatch(job, tx) is None]
         foreign = {tx.id: transaction_mismatch(job, tx) for tx in found if tx not in ours}
         if foreign:
@@ -193,9 +194,10 @@ class Pipeline:
             tx = self._pay(claim, watch)
         except SecuconnectError as exc:
             return self._failed(claim, "start", exc, watch)
-        if tx.status == _OK:
+        if is_paid(tx.status):
             return self._succeed(claim, tx)
-        if tx.status in _FAILED:
+        if is_failed(tx.status):
+            # Final (README, "Choices"): reading it again would change nothing.
             info = ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
             return self._dead_letter(claim, info, watch)
         # Payment still under way (or a status we do not know): read again later.
@@ -213,7 +215,8 @@ class Pipeline:
         self._still_leased(claim.lease)
         before, watch.unsettled = watch.unsettled, True
         try:
-            tx = self.client.start(tx_id, record.job.payment_method)
+            method = record.job.payment_method or self.settings.secuconnect.start_method
+            tx = self.client.start(tx_id, method)
         except RetryableError:
             watch.unsettled = before  # refused before it was processed: nothing happened
             raise
@@ -344,7 +347,7 @@ class Pipeline:
             except SecuconnectError as exc:
                 log.warning("transaction.unreadable", error=exc.message)
             else:
-                if tx.status == _OK:
+                if is_paid(tx.status):
                     return self._succeed(claim, tx)
         uncertain = bool(watch and watch.unsettled)
         now = now_utc()

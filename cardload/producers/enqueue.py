@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from cardload.config import Settings, load_settings
+from cardload.config import LoadMethod, Settings, load_settings
 from cardload.errors import CardloadError
 from cardload.jobs.model import CardLoadJob, ExtraLine, JobSource
 from cardload.jobs.store import Admission, IdempotencyConflict, JobStore, job_store
@@ -136,7 +136,7 @@ def enqueue_card_load(
     customer_id: str | None = None,
     customer_contact: Contact | dict[str, Any] | None = None,
     template_id: str | None = None,
-    payment_method: str | None = None,
+    payment_method: LoadMethod | None = None,
     source: JobSource | dict[str, Any] | None = None,
     producer: CardLoadProducer | None = None,
 ) -> str:
@@ -157,7 +157,8 @@ def enqueue_card_load(
     :param customer_id: an existing customer (``PCU_...``); or
     :param customer_contact: a customer made on the fly from a contact.
     :param template_id: an e-mail template (``ETP_...``) to notify the customer with.
-    :param payment_method: the start's payment method (``/start/{method}``), if any.
+    :param payment_method: how the load is paid (``/start/{method}``); default
+        ``CARDLOAD_SECUCONNECT_START_METHOD`` (``cash``). README, "Choices", says which.
     :param source: where the job came from (``order_id``, ``system``, ...), carried into
         its result event.
     :param producer: the producer to use; default: one for the ``CARDLOAD_*``

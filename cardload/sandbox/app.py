@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from pydantic import ValidationError
 
 from cardload.sandbox.auth import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, Auth, OAuthFailure
-from cardload.sandbox.engine import Engine
+from cardload.sandbox.engine import Engine, Payment
 from cardload.sandbox.failures import ApiFailure, invalid, not_found
 from cardload.sandbox.faults import REFUSING, Endpoint, FaultInjector, FaultRule, FaultSettings
 from cardload.sandbox.render import merchant_card, transaction
@@ -29,19 +29,21 @@ from cardload.sandbox.world import BERLIN, World, seeded_world
 
 API = "/api/v2/Smart/Transactions"
 ADMIN = "/_sandbox"
+# "/start/" (an empty method) is what the PHP SDK sends for a start after a prepare.
 _TX_PATH = re.compile(
-    rf"^{API}/(?P<id>[^/]+)(?:/(?P<action>start|cancel)(?:/(?P<method>[^/]+))?)?$"
+    rf"^{API}/(?P<id>[^/]+)(?:/(?P<action>start|prepare|cancel)(?:/(?P<method>[^/]*))?)?$"
 )
 
 _COLLECTION_ACTIONS: dict[str, Endpoint] = {"POST": "create", "GET": "list"}
 _TX_ACTIONS: dict[tuple[str | None, str], Endpoint] = {
     (None, "GET"): "get",
     ("start", "POST"): "start",
+    ("prepare", "POST"): "prepare",
     ("cancel", "POST"): "cancel",
 }
 
-# A handler runs one request; starts take the fault's processing time (0: none).
-Handler = Callable[[float], "SandboxResponse"]
+# A handler runs one request; a start goes as the fault's Payment says.
+Handler = Callable[[Payment], "SandboxResponse"]
 
 
 @dataclass(frozen=True)
@@ -118,14 +120,18 @@ class SandboxApp:
         faults: FaultSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(BERLIN),
         monotonic: Callable[[], float] = time.monotonic,
+        bare_start: bool = False,
     ) -> None:
+        """:param bare_start: the seed's compatibility mode: take ``/start`` without a
+        method and no ``/prepare`` before it (the API refuses it)."""
         self.seed = seed
+        self.bare_start = bare_start
         self._clock = clock
         self._lock = threading.RLock()
         self.faults = FaultInjector(faults)
         self.requests: Counter[str] = Counter()
         self.world: World = seeded_world(seed)
-        self.engine = Engine(self.world, clock)
+        self.engine = Engine(self.world, clock, bare_start=bare_start)
         self.auth = Auth(self.world.ids, monotonic, client_id, client_secret, token_ttl_s)
 
     # --- entry point ------------------------------------------------------------
@@ -142,8 +148,12 @@ class SandboxApp:
             if rule.kind == "reset":
                 return Outcome(decision.latency_s, None, "reset")
             return Outcome(decision.latency_s, self._refusal(rule))
-        processing_s = rule.delay_ms / 1000 if rule and rule.kind == "processing" else 0.0
-        response = self._run(handler, processing_s)
+        payment = (
+            Payment(rule.delay_ms / 1000, rule.ends_as)
+            if rule and rule.kind == "processing"
+            else Payment()
+        )
+        response = self._run(handler, payment)
         if rule is None or rule.kind == "processing":
             return Outcome(decision.latency_s, response)
         return self._after_effect(rule, decision.latency_s, response)
@@ -161,11 +171,11 @@ class SandboxApp:
             return Outcome(latency_s + rule.delay_ms / 1000, None, "timeout")
         return Outcome(latency_s, self._gateway_error(int(rule.lose_as)))
 
-    def _run(self, handler: Handler, processing_s: float = 0.0) -> SandboxResponse:
+    def _run(self, handler: Handler, payment: Payment | None = None) -> SandboxResponse:
         with self._lock:
             self.engine.settle()
             try:
-                return handler(processing_s)
+                return handler(payment or Payment())
             except ApiFailure as failure:
                 return json_response(failure.http_status, failure.body(self.world.ids.support_id()))
             except OAuthFailure as failure:
@@ -213,8 +223,11 @@ class SandboxApp:
             "create": lambda _: self._authorized(r, lambda: self.engine.create(r.json())),
             "list": lambda _: self._list(r),
             "get": lambda _: self._authorized(r, lambda: self.engine.get(tx_id)),
-            "start": lambda processing_s: self._authorized(
-                r, lambda: self.engine.start(tx_id, method, processing_s)
+            "start": lambda payment: self._authorized(
+                r, lambda: self.engine.start(tx_id, method, payment, r.json())
+            ),
+            "prepare": lambda _: self._authorized(
+                r, lambda: self.engine.prepare(tx_id, method or "")
             ),
             "cancel": lambda _: self._authorized(r, lambda: self.engine.cancel(tx_id)),
         }
@@ -288,7 +301,7 @@ class SandboxApp:
 
     def _reset(self) -> dict[str, str]:
         self.world = seeded_world(self.seed)
-        self.engine = Engine(self.world, self._clock)
+        self.engine = Engine(self.world, self._clock, bare_start=self.bare_start)
         self.auth.ids = self.world.ids
         self.requests.clear()
         return {"status": "reset"}
@@ -329,7 +342,7 @@ def match_api(method: str, path: str) -> tuple[Endpoint, str, str | None] | ApiF
         endpoint = _COLLECTION_ACTIONS.get(method)
     elif match := _TX_PATH.match(path):
         tx_id, action, payment_method = match.group("id", "action", "method")
-        if action == "cancel" and payment_method:
+        if action == "cancel" and payment_method is not None:
             return not_found(f"no route {method} {path}")
         endpoint = _TX_ACTIONS.get((action, method))
     else:
@@ -340,7 +353,7 @@ def match_api(method: str, path: str) -> tuple[Endpoint, str, str | None] | ApiF
 
 
 def _failing(failure: ApiFailure) -> Handler:
-    def handler(_: float) -> SandboxResponse:
+    def handler(_: Payment) -> SandboxResponse:
         raise failure
 
     return handler

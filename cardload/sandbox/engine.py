@@ -7,6 +7,7 @@ card and sets ``ok`` or changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,11 +17,10 @@ from cardload.sandbox.receipt import Booking, build_receipt
 from cardload.sandbox.render import timestamp
 from cardload.sandbox.validation import validate_create
 from cardload.sandbox.world import LOAD_EAN, Card, Transaction, World
+from cardload.secuconnect.methods import PREPARE_METHODS, START_METHODS
 from cardload.secuconnect.money import format_amount_de
+from cardload.secuconnect.statuses import is_paid
 
-PAYMENT_METHODS = frozenset(
-    {"cash", "cashless", "creditcard", "debit", "invoice", "loyalty", "paypal", "prepaid", "sofort"}
-)
 MAX_PAGE = 100
 # The API does not document its default order: the sandbox picks the one a client that
 # relies on "oldest first" gets wrong.
@@ -35,11 +35,28 @@ _SALUTATIONS = {
 }
 
 
+@dataclass(frozen=True)
+class Payment:
+    """How a start goes (fault injection): answered ``processing`` for ``processing_s``
+    first, if more than 0, then ending in ``ends_as`` (a paid status loads the card; a
+    failed one does not)."""
+
+    processing_s: float = 0.0
+    ends_as: str = "ok"
+
+
 class Engine:
-    def __init__(self, world: World, clock: Callable[[], datetime]) -> None:
+    """:param bare_start: take a ``/start`` without a method and no ``/prepare`` before
+    it, as the seed shows (its payment was "carried out" elsewhere before); the API
+    wants a method unless a prepare chose one."""
+
+    def __init__(
+        self, world: World, clock: Callable[[], datetime], *, bare_start: bool = False
+    ) -> None:
         self.world = world
         self._clock = clock
         self._processing: list[Transaction] = []
+        self.bare_start = bare_start
 
     def settle(self) -> None:
         """Complete every start whose processing time is over (called before each
@@ -110,41 +127,84 @@ class Engine:
         )
         return len(hits), hits[offset : offset + min(count, MAX_PAGE)]
 
+    def prepare(self, tx_id: str, payment_method: str) -> Transaction:
+        """Authorise: the method is kept for the start, which may then be bare. The
+        customer's part (a payment page, a mandate) is outside the sandbox: the
+        transaction stays ``created``."""
+        tx = self._startable(tx_id, "prepared")
+        if payment_method not in PREPARE_METHODS:
+            known = ", ".join(sorted(PREPARE_METHODS))
+            raise invalid(f"payment method {payment_method!r} cannot be prepared ({known})")
+        tx.prepared_method, tx.updated = payment_method, self._clock()
+        return tx
+
     def start(
-        self, tx_id: str, payment_method: str | None, processing_s: float = 0.0
+        self,
+        tx_id: str,
+        payment_method: str | None,
+        payment: Payment | None = None,
+        body: Any = None,
     ) -> Transaction:
-        """Pay: load the card and set ``ok``; with ``processing_s``, first answer
-        ``processing`` and load the card only when that time is over."""
-        tx = self.get(tx_id)
-        if tx.status != "created":
-            raise not_allowed(
-                f"Smart transaction {tx_id} has status {tx.status}; only created can be started"
-            )
-        if payment_method is not None and payment_method not in PAYMENT_METHODS:
-            raise invalid(f"payment method {payment_method!r} not supported")
+        """Pay: load the card and set ``ok`` (or as ``payment`` says)."""
+        payment = payment or Payment()
+        tx = self._startable(tx_id, "started")
+        method = self._start_method(tx, payment_method or None, body)
         card = self.world.cards.get(tx.card_number) if tx.card_number else None
         if card is not None and card.lock_status != "unlocked":
             raise not_allowed(f"card {card.number} is locked")
         now = self._clock()
-        tx.updated, tx.payment_method = now, payment_method
-        if processing_s > 0:
-            tx.status, tx.completes_at = "processing", now + timedelta(seconds=processing_s)
+        tx.updated, tx.payment_method = now, method
+        if payment.processing_s > 0:
+            tx.status = "processing"
+            tx.completes_at = now + timedelta(seconds=payment.processing_s)
+            tx.ends_as = payment.ends_as
             self._processing.append(tx)
             return tx
-        self._complete(tx, now)
+        self._complete(tx, now, payment.ends_as)
         return tx
 
-    def _complete(self, tx: Transaction, now: datetime) -> None:
+    def _startable(self, tx_id: str, done: str) -> Transaction:
+        tx = self.get(tx_id)
+        if tx.status != "created":
+            raise not_allowed(
+                f"Smart transaction {tx_id} has status {tx.status}; only created can be {done}"
+            )
+        return tx
+
+    def _start_method(self, tx: Transaction, method: str | None, body: Any) -> str | None:
+        """The method a start pays with, or why the API would refuse it."""
+        if tx.prepared_method is not None:
+            if method not in (None, tx.prepared_method):
+                raise invalid(f"prepared for {tx.prepared_method}, started with {method}")
+            return tx.prepared_method
+        if method is None:
+            if self.bare_start:
+                return None
+            raise invalid(
+                "payment method required: POST .../start/{method} with one of "
+                f"{', '.join(sorted(START_METHODS))}, or POST .../prepare/{{method}} first"
+            )
+        if method not in START_METHODS:
+            raise invalid(f"payment method {method!r} not supported for start")
+        if method == "cashless_direct" and not (
+            isinstance(body, dict) and body.get("tid") and body.get("trace")
+        ):
+            raise invalid("cashless_direct needs tid and trace in the body")
+        return method
+
+    def _complete(self, tx: Transaction, now: datetime, ends_as: str | None = None) -> None:
+        status = ends_as or tx.ends_as
         card = self.world.cards.get(tx.card_number) if tx.card_number else None
-        if card is not None:
+        paid = is_paid(status)
+        if card is not None and paid:
             self._book(tx, card, now)
-        tx.status, tx.updated, tx.completes_at = "ok", now, None
-        if tx.communications and card is not None:
+        tx.status, tx.updated, tx.completes_at = status, now, None
+        if tx.communications and card is not None and paid:
             self._notify(tx, card, now)
 
     def cancel(self, tx_id: str) -> Transaction:
         tx = self.get(tx_id)
-        if tx.status == "ok":
+        if is_paid(tx.status):
             self._reverse(tx)
         elif tx.status != "created":
             raise not_allowed(f"Smart transaction {tx_id} has status {tx.status}; cannot cancel")

@@ -11,9 +11,11 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cardload.secuconnect.statuses import is_failed, is_paid
 
 FaultKind = Literal[
     "error_500",
@@ -25,8 +27,8 @@ FaultKind = Literal[
     "commit_then_lose",
     "processing",
 ]
-Endpoint = Literal["token", "create", "get", "list", "start", "cancel"]
-ENDPOINTS: tuple[Endpoint, ...] = ("token", "create", "get", "list", "start", "cancel")
+Endpoint = Literal["token", "create", "get", "list", "start", "prepare", "cancel"]
+ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 # Faults that answer instead of the API: the request has no effect.
 REFUSING: frozenset[str] = frozenset({"error_500", "error_502", "error_503", "rate_limit", "reset"})
@@ -36,8 +38,9 @@ class FaultRule(BaseModel):
     """One kind of fault. ``slow`` answers late (after the effect); ``commit_then_lose``
     takes effect and then resets the connection, never answers, or answers 503 or 408
     as a gateway in front of the API would; ``reset`` drops the connection before
-    anything happens; ``processing`` (starts only) answers ``processing`` and loads the
-    card ``delay_ms`` later, as a payment that takes a while."""
+    anything happens; ``processing`` (starts only) answers ``processing`` and ends the
+    payment ``delay_ms`` later as ``ends_as`` (a paid status loads the card, a failed
+    one does not), as a payment that takes a while; with ``delay_ms=0`` it ends at once."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,6 +52,14 @@ class FaultRule(BaseModel):
     # slow: answer after; commit_then_lose/timeout: hold for; processing: time until ok
     delay_ms: int = Field(30_000, ge=0)
     lose_as: Literal["reset", "timeout", "503", "408"] = "reset"
+    ends_as: str = "ok"  # processing: the status the payment ends in
+
+    @field_validator("ends_as")
+    @classmethod
+    def _final(cls, status: str) -> str:
+        if not (is_paid(status) or is_failed(status)):
+            raise ValueError(f"{status!r} is not a status a payment ends in")
+        return status
 
     @classmethod
     def parse(cls, spec: str) -> FaultRule:

@@ -106,10 +106,12 @@ class Transaction:
     status: str = "created"
     updated: datetime | None = None
     payment_method: str | None = None
+    prepared_method: str | None = None  # chosen by /prepare, for a bare /start
     receipt: list[dict[str, Any]] = field(default_factory=list)
     load_cents: int = 0
     bonus_cents: int = 0
-    completes_at: datetime | None = None  # while "processing": when it becomes "ok"
+    completes_at: datetime | None = None  # while "processing": when it ends
+    ends_as: str = "ok"  # how it ends (a paid status loads the card)
 
     @property
     def card_number(self) -> str | None:

@@ -11,6 +11,7 @@ from cardload.secuconnect.errors import (
     SecuconnectError,
     TokenUnavailableError,
 )
+from cardload.secuconnect.methods import StartMethod
 from cardload.secuconnect.models import (
     LOAD_EAN,
     ApiErrorBody,
@@ -18,8 +19,8 @@ from cardload.secuconnect.models import (
     CreateSmartTransaction,
     SmartTransaction,
     SmartTransactionList,
-    TransactionStatus,
 )
+from cardload.secuconnect.statuses import StatusMeaning, TransactionStatus
 from cardload.secuconnect.tokens import Credentials, MemoryTokenSource, TokenSource, fetch_token
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "SecuconnectError",
     "SmartTransaction",
     "SmartTransactionList",
+    "StartMethod",
+    "StatusMeaning",
     "TokenSource",
     "TokenUnavailableError",
     "TransactionStatus",

@@ -1,8 +1,10 @@
 """The secuconnect Smart Transactions client: one httpx pool, typed calls, one error tree.
 
-Every call sends ``Authorization: Bearer``; on 401, or 403 ``ProductNotAllowedException``
-(how the API reports an expired token), it drops the token, fetches a new one and
-repeats the call once, as the official SDKs do.
+Every call sends ``Authorization: Bearer``. When the token is refused it drops the
+token, fetches a new one and repeats the call once: on 401, as the official PHP and
+Java SDKs do, and on 403 ``ProductNotAllowedException``, which is how secupay's
+error-handling docs show an expired token ("Valid auth token required"); the SDKs do
+not repeat on 403.
 """
 
 from __future__ import annotations
@@ -69,9 +71,18 @@ class SecuconnectClient:
     def get(self, transaction_id: str) -> SmartTransaction:
         return self._transaction("GET", f"{TRANSACTIONS}/{transaction_id}")
 
-    def start(self, transaction_id: str, payment_method: str | None = None) -> SmartTransaction:
+    def start(self, transaction_id: str, payment_method: str | None) -> SmartTransaction:
+        """Pay (``/start/{payment_method}``, :data:`methods.START_METHODS`); ``None`` only
+        after :meth:`prepare`, which chose the method (a bare ``/start``)."""
         path = f"{TRANSACTIONS}/{transaction_id}/start"
         return self._transaction("POST", f"{path}/{payment_method}" if payment_method else path)
+
+    def prepare(self, transaction_id: str, payment_method: str) -> SmartTransaction:
+        """Authorise a payment (``/prepare/{payment_method}``, :data:`methods.PREPARE_METHODS`)
+        for a bare start to capture."""
+        return self._transaction(
+            "POST", f"{TRANSACTIONS}/{transaction_id}/prepare/{payment_method}"
+        )
 
     def cancel(self, transaction_id: str) -> SmartTransaction:
         return self._transaction("POST", f"{TRANSACTIONS}/{transaction_id}/cancel")

@@ -8,7 +8,6 @@ floats or strings.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -37,23 +36,6 @@ class WireModel(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class TransactionStatus(StrEnum):
-    """Statuses the docs name. ``SmartTransaction.status`` stays a plain string so a
-    new status never breaks parsing; compare against these members."""
-
-    CREATED = "created"
-    PROCESSING = "processing"
-    APPROVED = "approved"
-    PENDING = "pending"
-    OK = "ok"
-    RECEIVED = "received"
-    SHIPPED = "shipped"
-    COLLECTION = "collection"
-    COLLECTED = "collected"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class Ref(WireModel):

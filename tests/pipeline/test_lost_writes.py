@@ -135,20 +135,25 @@ def test_a_restore_that_lost_the_job_and_its_key_loads_the_card_once(
     after.leases.stop()
 
 
-def test_a_paid_transaction_in_a_status_we_do_not_know_is_adopted(server: RedisProcess) -> None:
+@pytest.mark.parametrize("status", ["received", "collected", "settling"])
+def test_a_paid_transaction_in_another_status_is_adopted(server: RedisProcess, status: str) -> None:
     """After a restore the job is queued again; the API has moved its paid transaction
-    on to a status cardload does not know (the docs name received, shipped, collected).
-    It is adopted, not taken for "no transaction", and no second one is made."""
+    on to another paid status (received, collected), or to one no source names. It is
+    adopted, not taken for "no transaction", and no second one is made: a paid status
+    ends the job as succeeded, an unknown one is waited on."""
     app = SandboxApp()
     pipeline = pipeline_on(app, server.url)
     job_id = pipeline.store.admit(job()).job_id
     pipeline.store.redis.save()
     assert drive(pipeline, job_id) == Finished("succeeded")
     [tx] = app.world.transactions.values()
-    tx.status = "received"
+    tx.status = status
     after = restart(server, pipeline, app)
     outcome = drive(after, job_id, limit=5)
-    assert isinstance(outcome, RetryLater) and "is received" in outcome.reason  # waited on
+    if status == "settling":
+        assert isinstance(outcome, RetryLater) and "is settling" in outcome.reason
+    else:
+        assert outcome == Finished("succeeded")
     assert len(app.world.transactions) == 1 and len(app.world.ledger) == 1
     after.leases.stop()
 

@@ -20,6 +20,7 @@ from cardload.pipeline import Continue, Finished, Outcome, Pipeline, RetryLater
 from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
 from cardload.sandbox import GIFT_CARD, LOCKED_CARD, SEED_CARD, SandboxApp, SandboxTransport
+from cardload.sandbox.engine import Payment
 from cardload.secuconnect import TokenUnavailableError
 from tests.services import in_thread, wait_for
 from tests.support import assert_seed_result, make_settings, seed
@@ -303,7 +304,7 @@ def test_a_start_refused_because_another_got_there_first_is_success(
     crashed = pipeline.store.claim(job_id, "start", lease_ms=60_000, max_attempts=4)
     assert isinstance(crashed, Claimed)
     pipeline.store.release(crashed.lease)
-    app.engine.start(record.transaction_id, None)
+    app.engine.start(record.transaction_id, "cash")
     reads = iter([stale])
     real_get = pipeline.client.get
     monkeypatch.setattr(pipeline.client, "get", lambda tx_id: next(reads, None) or real_get(tx_id))
@@ -337,7 +338,7 @@ def test_a_start_refused_while_the_payment_is_processing_is_waited_on(
     job_id = admit(pipeline)
     tx_id = created_tx(pipeline, job_id)
     # Another delivery started it a moment ago; the payment takes a while.
-    app.engine.start(tx_id, None, processing_s=0.3)
+    app.engine.start(tx_id, "cash", Payment(processing_s=0.3))
     outcome = pipeline.start(job_id)  # our POST is refused: the transaction is not created
     assert isinstance(outcome, RetryLater) and "is processing" in outcome.reason
     assert app.requests["start"] == 1 and dead_letter(pipeline, job_id) is None
@@ -585,7 +586,7 @@ class DelayedCommit(httpx.BaseTransport):
         self.held: httpx.Request | None = None
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/start") and self.held is None:
+        if request.url.path.endswith("/start/cash") and self.held is None:
             request.read()
             self.held = request
             return httpx.Response(503, html="<html>503</html>", request=request)
@@ -621,10 +622,10 @@ def test_a_status_we_do_not_know_is_waited_on_and_failed_as_possibly_loaded(
     pipeline = build_pipeline(settings, client=real_redis, transport=pipeline_transport(app))
     job_id = admit(pipeline)
     tx_id = created_tx(pipeline, job_id)
-    app.engine.start(tx_id, None)
-    app.world.transactions[tx_id].status = "collected"  # a status we do not know
+    app.engine.start(tx_id, "cash")
+    app.world.transactions[tx_id].status = "settling"  # a status no source names
     outcome = pipeline.start(job_id)
-    assert isinstance(outcome, RetryLater) and "is collected" in outcome.reason
+    assert isinstance(outcome, RetryLater) and "is settling" in outcome.reason
     record = pipeline.store.load(job_id)
     assert record is not None and record.attempts == {"create": 1}  # waiting is no attempt
     real_redis.hset(keys.job(job_id), "pending_since_ms", 1)  # long ago: the timeout passed
@@ -726,7 +727,7 @@ def foreign_transaction(pipeline: Pipeline, key: str, cents: int, *, start: bool
     request = build_create_request(other, contract_id=secu.contract_id, device_id=secu.device_id)
     tx = pipeline.client.create(request)
     if start:
-        pipeline.client.start(tx.id)
+        pipeline.client.start(tx.id, "cash")
     return tx.id
 
 

@@ -89,7 +89,7 @@ def test_commit_then_lose_on_start(
     tx_id = _create(http, auth).json()["id"]
     _faults(http, {"kind": "commit_then_lose", "endpoint": "start", "lose_as": lose_as})
     with pytest.raises(httpx.TransportError):
-        http.post(f"{TX}/{tx_id}/start", headers=auth)
+        http.post(f"{TX}/{tx_id}/start/cash", headers=auth)
     # The card was loaded although the client never heard so.
     assert [e["transaction_id"] for e in http.get("/_sandbox/ledger").json()] == [tx_id]
     assert http.get(f"{TX}/{tx_id}", headers=auth).json()["status"] == "ok"
@@ -241,7 +241,7 @@ def test_socket_commit_then_lose_by_timeout(
         {"kind": "commit_then_lose", "endpoint": "start", "lose_as": "timeout", "delay_ms": 3000},
     )
     with pytest.raises(httpx.ReadTimeout):
-        http.post(f"{TX}/{tx_id}/start", headers=auth, timeout=0.3)
+        http.post(f"{TX}/{tx_id}/start/cash", headers=auth, timeout=0.3)
     assert app.world.transactions[tx_id].status == "ok"
 
 

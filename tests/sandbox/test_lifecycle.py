@@ -22,7 +22,7 @@ def _create(http: httpx.Client, auth: dict[str, str], body: dict[str, Any]) -> d
 
 
 def _start(
-    http: httpx.Client, auth: dict[str, str], tx_id: str, suffix: str = ""
+    http: httpx.Client, auth: dict[str, str], tx_id: str, suffix: str = "/cash"
 ) -> httpx.Response:
     return http.post(f"{TX}/{tx_id}/start{suffix}", headers=auth)
 

@@ -38,7 +38,7 @@ def _faults(http: httpx.Client, *rules: dict[str, Any]) -> None:
 def test_seed_case_through_the_client(client: SecuconnectClient) -> None:
     created = client.create(CreateSmartTransaction.model_validate(seed("01-create-request.json")))
     assert created.balances is not None and created.balances.total_cents == 220
-    started = client.start(created.id)
+    started = client.start(created.id, "cash")
     assert started.status == "ok"
     assert started.balances is not None
     assert (
@@ -185,7 +185,7 @@ def test_unreadable_200_on_post_is_ambiguous() -> None:
     with build_http("http://x", transport=httpx.MockTransport(handler)) as http:
         client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
         with pytest.raises(AmbiguousError, match="not a SmartTransaction"):
-            client.start("STX_" + "A" * 30)
+            client.start("STX_" + "A" * 30, "cash")
         with pytest.raises(RetryableError, match="not a SmartTransaction"):
             client.get("STX_" + "A" * 30)
 
@@ -226,7 +226,7 @@ def test_an_answer_that_cannot_be_decoded_is_classified() -> None:
             fetch_token(http, CREDENTIALS)
         client = SecuconnectClient(http, _StaleTokens())
         with pytest.raises(AmbiguousError, match="DecodingError"):
-            client.start("STX_" + "A" * 30)
+            client.start("STX_" + "A" * 30, "cash")
         with pytest.raises(RetryableError, match="DecodingError"):
             client.get("STX_" + "A" * 30)
 

@@ -1,0 +1,112 @@
+"""What the pipeline does with each status a payment can end in, and with each start
+method: a paid one succeeds, a failed one is dead-lettered at once (not read again
+until the attempts run out), an unknown one is waited on."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from pydantic import ValidationError
+
+from cardload.config import SettingsError
+from cardload.events import CardLoadFailed, CardLoadSucceeded
+from cardload.jobs import CardLoadJob, JobStatus
+from cardload.pipeline import Continue, Finished, Pipeline, RetryLater
+from cardload.pipeline.runtime import build_pipeline
+from cardload.sandbox import SEED_CARD, SandboxApp, SandboxTransport
+from cardload.secuconnect.statuses import MEANINGS, StatusMeaning, TransactionStatus
+from tests.pipeline.test_steps import admit, dead_letter, events, faults, pipeline, run
+from tests.support import make_settings
+
+__all__ = ["pipeline"]  # the fixture, shared with test_steps
+
+PAID = sorted(s for s, m in MEANINGS.items() if m is StatusMeaning.PAID)
+FAILED = sorted(s for s, m in MEANINGS.items() if m is StatusMeaning.FAILED)
+
+
+def test_every_status_a_source_names_has_a_decision() -> None:
+    assert set(MEANINGS) == set(TransactionStatus)
+    assert {s for s, m in MEANINGS.items() if m is StatusMeaning.RUNNING} == {
+        "processing",
+        "approved",
+        "pending",
+    }
+
+
+@pytest.mark.parametrize("status", FAILED)
+def test_a_failed_payment_is_dead_lettered_at_once(
+    app: SandboxApp, pipeline: Pipeline, status: str
+) -> None:
+    faults(app, {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status})
+    job_id = admit(pipeline)
+    outcomes = run(pipeline, job_id)
+    assert outcomes[-1] == Finished("dead-lettered")
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.DEAD_LETTERED
+    assert record.attempts == {"create": 1, "start": 1}  # no second attempt
+    assert app.requests["start"] == 1 and app.requests["get"] == 0
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and not letter.load_uncertain  # it says what became of it
+    assert letter.error.message == f"transaction {record.transaction_id} is {status}"
+    assert app.world.ledger == []
+    [event] = events(pipeline)
+    assert isinstance(event, CardLoadFailed) and not event.load_uncertain
+
+
+@pytest.mark.parametrize("status", FAILED)
+def test_a_payment_that_fails_after_processing_is_dead_lettered_on_the_read(
+    app: SandboxApp, pipeline: Pipeline, status: str
+) -> None:
+    rule = {"kind": "processing", "endpoint": "start", "delay_ms": 60_000, "ends_as": status}
+    faults(app, rule)
+    job_id = admit(pipeline)
+    assert pipeline.create(job_id) == Continue("start")
+    waiting = pipeline.start(job_id)
+    assert isinstance(waiting, RetryLater) and "is processing" in waiting.reason
+    [tx] = app.world.transactions.values()
+    tx.completes_at = tx.created  # the payment ends now
+    assert pipeline.start(job_id) == Finished("dead-lettered")
+    assert app.requests["start"] == 1  # read, not started again
+    letter = dead_letter(pipeline, job_id)
+    assert letter is not None and not letter.load_uncertain
+    assert letter.error.message.endswith(f"is {status}") and app.world.ledger == []
+
+
+@pytest.mark.parametrize("status", PAID)
+def test_a_paid_payment_succeeds_with_its_balances(
+    app: SandboxApp, pipeline: Pipeline, status: str
+) -> None:
+    faults(app, {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status})
+    job_id = admit(pipeline)
+    assert run(pipeline, job_id)[-1] == Finished("succeeded")
+    [event] = events(pipeline)
+    assert isinstance(event, CardLoadSucceeded) and event.balances is not None
+    assert event.balances.cash_cents == 2200 and len(app.world.ledger) == 1
+
+
+def test_the_start_method_comes_from_the_job_else_the_setting(
+    app: SandboxApp, real_redis: redis.Redis
+) -> None:
+    settings = make_settings(
+        "redis://unused", "http://sandbox.test", secuconnect={"start_method": "invoice"}
+    )
+    pipeline = build_pipeline(settings, client=real_redis, transport=SandboxTransport(app))
+    try:
+        by_setting = admit(pipeline)
+        by_job = admit(pipeline, idempotency_key="order-2", payment_method="cashless")
+        for job_id in (by_setting, by_job):
+            assert run(pipeline, job_id)[-1] == Finished("succeeded")
+        methods = {tx.merchant_ref: tx.payment_method for tx in app.world.transactions.values()}
+        assert methods == {"order-1": "invoice", "order-2": "cashless"}
+    finally:
+        pipeline.leases.stop()
+
+
+@pytest.mark.parametrize("method", ["loyalty", "cashless_direct", "creditcard", ""])
+def test_a_method_a_load_cannot_be_paid_with_is_refused_up_front(method: str) -> None:
+    with pytest.raises(ValidationError, match="payment_method"):
+        CardLoadJob(
+            idempotency_key="k", card_number=SEED_CARD, amount_cents=100, payment_method=method
+        )
+    with pytest.raises((ValidationError, SettingsError)):
+        make_settings("redis://unused", "http://sandbox.test", secuconnect={"start_method": method})
