@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cardload.cli.context import Context
+from cardload.cli.failures import EXIT_ATTENTION, EXIT_INPUT, EXIT_OK
 from cardload.cli.output import Progress, add_json_flag, emit_json, pairs, table
 from cardload.producers.batch import BatchFileError, submit_batch
 from cardload.producers.batch_files import TEMPLATES
@@ -59,7 +60,7 @@ def _submit(args: argparse.Namespace) -> int:
         )
     except BatchFileError as exc:
         print(f"cardload batch submit: {args.file}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     invalid = [{"row": e.row, "field": e.field, "reason": e.reason} for e in result.invalid]
     if args.json:
         emit_json(
@@ -86,7 +87,7 @@ def _submit(args: argparse.Namespace) -> int:
         if invalid:
             print("\ninvalid rows (not enqueued):")
             table(invalid, ["row", "field", "reason"])
-    return 1 if invalid else 0
+    return EXIT_ATTENTION if invalid else EXIT_OK
 
 
 def _template(args: argparse.Namespace) -> int:
@@ -99,7 +100,7 @@ def _status(args: argparse.Namespace) -> int:
         status = batch_status(Context.load().store, args.batch_id)
     except UnknownBatch as exc:
         print(f"cardload batch status: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ATTENTION
     if args.json:
         view = {"batch_id": status.batch_id, "file": status.file, "rows": status.rows}
         emit_json(
@@ -129,7 +130,7 @@ def _report(args: argparse.Namespace) -> int:
         lines = batch_report(Context.load().store, args.batch_id, mask=not args.unmasked)
     except UnknownBatch as exc:
         print(f"cardload batch report: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ATTENTION
     with args.out.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from cardload.cli.context import Context
+from cardload.cli.failures import EXIT_ATTENTION, EXIT_OK
 from cardload.cli.output import add_json_flag, emit_json, history_table, pairs, table
 from cardload.deadletters.store import DeadLetter
 from cardload.observability.masking import mask_card_number
@@ -79,7 +80,7 @@ def _show(args: argparse.Namespace) -> int:
     letter = Context.load().dead_letters.get(args.job_id)
     if letter is None:
         print(f"cardload dlq show: no dead letter for job {args.job_id}", file=sys.stderr)
-        return 1
+        return EXIT_ATTENTION
     view = _view(letter) | {
         "history": [h.model_dump(mode="json", exclude_none=True) for h in letter.history]
     }
@@ -107,7 +108,7 @@ def _replay(args: argparse.Namespace) -> int:
             f"replayed {len(replayed)} job(s)"
             + (f"; not in the dead-letter store: {', '.join(missing)}" if missing else "")
         )
-    return 1 if missing else 0
+    return EXIT_ATTENTION if missing else EXIT_OK
 
 
 def _purge(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from cardload.cli.context import Context
+from cardload.cli.failures import EXIT_ATTENTION, EXIT_INPUT
 from cardload.cli.output import add_json_flag, balances_text, emit_json, history_table, pairs
 from cardload.jobs.model import CardLoadJob, JobRecord, JobSource, LoadResult
 from cardload.jobs.store import IdempotencyConflict
@@ -60,7 +61,7 @@ def _enqueue(args: argparse.Namespace) -> int:
         job_id = ctx.producer.enqueue(job)
     except (AmountError, AmountLimitError, IdempotencyConflict) as exc:
         print(f"cardload enqueue: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     new = job_id == job.job_id
     if args.json:
         emit_json({"job_id": job_id, "idempotency_key": job.idempotency_key, "new": new})
@@ -106,7 +107,7 @@ def _job(args: argparse.Namespace) -> int:
     record = Context.load().store.load(args.job_id)
     if record is None:
         print(f"cardload job: no job {args.job_id}", file=sys.stderr)
-        return 1
+        return EXIT_ATTENTION
     view = job_view(record)
     if args.json:
         emit_json(view)

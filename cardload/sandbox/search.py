@@ -5,7 +5,7 @@
 the real API gives no way to escape them) or a range ``[min TO max]`` (``*`` open).
 Terms combine with ``AND`` (or mere juxtaposition), ``OR`` and ``NOT``; braces or
 parentheses group: ``{status:ok OR status:pending} AND NOT merchantRef:test-*``.
-``sort`` is ``field:asc|desc``, several separated by commas.
+``sort`` is ``field:asc|desc`` (or ``dsc``), several separated by commas.
 """
 
 from __future__ import annotations
@@ -214,9 +214,10 @@ def ordered(transactions: list[Transaction], sort: str) -> list[Transaction]:
     keys = []
     for part in sort.split(","):
         field, _, order = part.strip().partition(":")
-        if field not in FIELDS or order.lower() not in ("", "asc", "desc"):
+        # "dsc" is how the older SDK docs spell descending; the newer ones say "desc".
+        if field not in FIELDS or order.lower() not in ("", "asc", "desc", "dsc"):
             raise invalid(f"sort: {part!r}; use field:asc or field:desc ({', '.join(FIELDS)})")
-        keys.append((FIELDS[field], order.lower() == "desc"))
+        keys.append((FIELDS[field], order.lower() in ("desc", "dsc")))
     for getter, descending in reversed(keys):  # stable sorts, last key first
         transactions = sorted(transactions, key=_none_last(getter), reverse=descending)
     return transactions

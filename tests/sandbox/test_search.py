@@ -62,6 +62,7 @@ def test_sort_and_the_default_order(
     everything = list(made)
     assert ids(http, auth) == everything
     assert ids(http, auth, sort="created:desc") == everything[::-1]
+    assert ids(http, auth, sort="created:dsc") == everything[::-1]  # older SDK docs' word
     assert ids(http, auth, sort="basket_info.sum:desc")[:2] == ["a b", "ord*r-3"]
     # Undocumented default order: the sandbox does not hand out oldest first.
     response = http.get(TX, headers=auth).json()
