@@ -7,6 +7,7 @@
     ├── FenceLost                a step's write refused: another delivery holds the job (jobs)
     ├── AmountError              an amount a person wrote is not one (producers)
     ├── AmountLimitError         a job above the configured maximum (producers)
+    ├── PaymentMethodError       a job to be paid with a method a load cannot use (producers)
     ├── JobStoreUnavailable      Redis unreachable while enqueueing (producers)
     ├── BrokerUnavailable        jobs admitted, their messages not sent (producers)
     ├── BatchFileError           a batch file that cannot be read as a whole (producers)

@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
             invalid = len(result.invalid)
             print(
                 f"batch {result.batch_id}: {result.rows} rows, {result.enqueued} enqueued, "
-                f"{invalid} invalid (reported, not enqueued)"
+                f"{invalid} invalid (reported, not enqueued); read as {result.read_as}"
             )
             try:
                 wait_for(

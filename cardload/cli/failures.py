@@ -15,11 +15,11 @@ from typing import Final
 
 import redis
 from kombu.exceptions import OperationalError
-from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
 from cardload.config import SettingsError, load_settings
 from cardload.errors import MissingExtraError
+from cardload.observability.masking import mask_url
 from cardload.producers.batch_files import BatchFileError
 from cardload.producers.enqueue import BrokerUnavailable, JobStoreUnavailable
 
@@ -89,4 +89,4 @@ def _service_url(broker: bool) -> str:
     except SettingsError:
         return "see CARDLOAD_REDIS_URL"
     url = settings.effective_broker_url if broker else settings.redis_url
-    return str(maybe_sanitize_url(url))
+    return mask_url(url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +36,18 @@ def _scheme_checker(schemes: tuple[str, ...]) -> AfterValidator:
     def check(url: str) -> str:
         if not url.startswith(schemes):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
+        # A password holding / ? # or @ unencoded splits the URL in the wrong place:
+        # the client would connect elsewhere, and print the password as a host or path.
+        userinfo, at, _ = url.split("://", 1)[1].rpartition("@")
+        if at and any(c in userinfo for c in "/?#@"):
+            raise ValueError(
+                "its user name or password holds / ? # or @: write them URL-encoded "
+                "(%2F %3F %23 %40)"
+            )
+        try:
+            _ = urlsplit(url).port  # raises for a port that is not a number
+        except ValueError:
+            raise ValueError("its port is not a number from 0 to 65535") from None
         return url
 
     return AfterValidator(check)
@@ -59,7 +72,7 @@ LoadMethod = Literal["cash", "cashless", "debit", "invoice", "prepaid", "ccload"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class SecuconnectSettings(_Section):
@@ -180,6 +193,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
+        hide_input_in_errors=True,  # a URL's password, a secret
     )
 
     redis_url: RedisUrl = "redis://127.0.0.1:6379/0"

@@ -11,10 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cardload.config.settings import LoadMethod
 from cardload.secuconnect.models import Contact
 
-CardNumber = Annotated[str, Field(pattern=r"^\d{16}$")]
+CardNumber = Annotated[str, Field(pattern=r"^[0-9]{16}$")]
 CardGroupId = Annotated[str, Field(pattern=r"^CRG_[A-Z0-9]{30}$")]
 IdempotencyKey = Annotated[str, Field(min_length=1, max_length=255)]
 StrictCents = Annotated[int, Field(strict=True, gt=0)]
@@ -81,7 +80,9 @@ class CardLoadJob(BaseModel):
     customer_id: Annotated[str, Field(pattern=r"^PCU_[A-Z0-9]{30}$")] | None = None
     customer_contact: Contact | None = None
     template_id: Annotated[str, Field(pattern=r"^ETP_[A-Z0-9]{30}$")] | None = None
-    payment_method: LoadMethod | None = None  # None: CARDLOAD_SECUCONNECT_START_METHOD
+    # None: CARDLOAD_SECUCONNECT_START_METHOD. A str, not LoadMethod: producers check it
+    # on admission, and a record 0.2 wrote may hold any string (it must still load).
+    payment_method: str | None = None
     source: JobSource = JobSource()
     created_at: datetime = Field(default_factory=now_utc)
 
@@ -118,6 +119,11 @@ class JobStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (JobStatus.SUCCEEDED, JobStatus.DEAD_LETTERED)
+
+
+# The error kind of a payment that failed: nothing was loaded, and a replay makes a new
+# transaction (the failed one cannot be paid again).
+PAYMENT_FAILED = "payment_failed"
 
 
 class ErrorInfo(BaseModel):

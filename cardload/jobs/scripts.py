@@ -218,18 +218,29 @@ return {'ok'}
 )
 
 # Back from the dead-letter store to ``queued``: same id, key and transaction, fresh
-# attempts, a new generation, and a read of the API before anything is repeated.
+# attempts, a new generation, and a read of the API before anything is repeated. A
+# transaction whose payment failed loaded nothing and cannot be paid again ("repeat
+# the payment process"): it is let go, and the replay creates a new one.
 # KEYS: job, history, active, dead-letter index, dead-letter entry.
-# ARGV: job_id, history entry, now_iso
+# ARGV: job_id, history entry, now_iso, the error kind of a failed payment
 REOPEN = (
     _COMMON
     + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if current ~= '$DEAD_LETTERED' then return current or 'missing' end
+local entry = ARGV[2]
+local ok, err = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'error') or '')
+if ok and type(err) == 'table' and err['kind'] == ARGV[4] then
+  local tx = redis.call('HGET', KEYS[1], 'transaction_id') or ''
+  redis.call('HSET', KEYS[1], 'transaction_id', '', 'start_unsettled', 0)
+  local decoded = cjson.decode(entry)
+  decoded['note'] = decoded['note'] .. '; ' .. tx .. ' failed, a new transaction is made'
+  entry = cjson.encode(decoded)
+end
 redis.call('HSET', KEYS[1], 'status', '$QUEUED', 'updated_at', ARGV[3], 'reconcile', 1,
   'attempts_create', 0, 'attempts_start', 0, 'error', '', 'pending_since_ms', '')
 redis.call('HINCRBY', KEYS[1], 'generation', 1)
-redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[2], entry)
 redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
 redis.call('DEL', KEYS[5])
 redis.call('ZREM', KEYS[4], ARGV[1])

@@ -18,6 +18,7 @@ from cardload.config import Settings
 from cardload.errors import CardloadError
 from cardload.jobs import keys, scripts
 from cardload.jobs.model import (
+    PAYMENT_FAILED,
     CardLoadJob,
     ErrorInfo,
     HistoryEntry,
@@ -410,7 +411,8 @@ class JobStore:
     # --- outside a step ------------------------------------------------------------------
 
     def reopen(self, job_id: str) -> bool:
-        """Take a dead-lettered job out of the store and back to ``queued`` for a replay."""
+        """Take a dead-lettered job out of the store and back to ``queued`` for a replay
+        (without its transaction if that one's payment failed)."""
         now = now_utc()
         entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="replayed from dead letters")
         previous = self._reopen(
@@ -419,7 +421,12 @@ class JobStore:
                 self.dead_letters,
                 keys.dead_letter(self.dead_letters, job_id),
             ],
-            args=[job_id, entry.model_dump_json(exclude_none=True), now.isoformat()],
+            args=[
+                job_id,
+                entry.model_dump_json(exclude_none=True),
+                now.isoformat(),
+                PAYMENT_FAILED,
+            ],
         )
         return text(previous) == JobStatus.DEAD_LETTERED
 

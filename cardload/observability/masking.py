@@ -53,6 +53,20 @@ def _mask_match(match: re.Match[str]) -> str:
     return _mask_digits(found, digits) if digits >= 13 else found
 
 
+def mask_url(url: str) -> str:
+    """The URL without its password (``redis://:**@host:6379/0``), whatever characters
+    the password holds, encoded or not; a ``password=`` parameter too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, host = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        safe_user = colon and not any(c in user for c in "/?#@")
+        rest = f"{user}:**@{host}" if safe_user else f"**@{host}"
+    return scheme + sep + re.sub(r"(?i)(password=)[^&#]*", r"\1**", rest)
+
+
 def mask_text(text: str) -> str:
     """Mask every card-number-like run of digits in free text."""
     return _CARD.sub(_mask_match, text)

@@ -33,7 +33,14 @@ import redis
 from cardload.config import Settings
 from cardload.deadletters.store import DeadLetter
 from cardload.jobs.leases import LeaseKeeper
-from cardload.jobs.model import CardLoadJob, ErrorInfo, HistoryEntry, JobStatus, now_utc
+from cardload.jobs.model import (
+    PAYMENT_FAILED,
+    CardLoadJob,
+    ErrorInfo,
+    HistoryEntry,
+    JobStatus,
+    now_utc,
+)
 from cardload.jobs.routing import STEP_STATUSES, Step
 from cardload.jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from cardload.observability import bind_job, get_logger, mask_text
@@ -53,7 +60,7 @@ from cardload.secuconnect import (
     TokenUnavailableError,
     TransactionStatus,
 )
-from cardload.secuconnect.statuses import is_failed, is_paid
+from cardload.secuconnect.statuses import is_ended_unknown, is_failed, is_paid
 
 log = get_logger(__name__)
 
@@ -198,8 +205,12 @@ class Pipeline:
             return self._succeed(claim, tx)
         if is_failed(tx.status):
             # Final (README, "Choices"): reading it again would change nothing.
-            info = ErrorInfo(kind="permanent", message=f"transaction {tx.id} is {tx.status}")
+            info = ErrorInfo(kind=PAYMENT_FAILED, message=f"transaction {tx.id} is {tx.status}")
             return self._dead_letter(claim, info, watch)
+        if is_ended_unknown(tx.status):
+            # Final, and no source says whether it paid: possibly loaded, for a person.
+            message = f"transaction {tx.id} is {tx.status}: check the card before a replay"
+            return self._dead_letter(claim, ErrorInfo(kind="uncertain", message=message), watch)
         # Payment still under way (or a status we do not know): read again later.
         return self._wait_for_payment(claim, tx, watch)
 

@@ -7,6 +7,7 @@ from cardload.producers.enqueue import (
     BrokerUnavailable,
     CardLoadProducer,
     JobStoreUnavailable,
+    PaymentMethodError,
     enqueue_card_load,
 )
 from cardload.producers.replay import replay_dead_letter, replay_dead_letters
@@ -17,6 +18,7 @@ __all__ = [
     "BrokerUnavailable",
     "CardLoadProducer",
     "JobStoreUnavailable",
+    "PaymentMethodError",
     "enqueue_card_load",
     "parse_amount",
     "replay_dead_letter",

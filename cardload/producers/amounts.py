@@ -11,11 +11,15 @@ from cardload.observability.masking import mask_text
 from cardload.secuconnect.money import MINOR_UNITS
 
 # Either decimal separator, no thousands: 20.00, 20,5, 20.
-_AMOUNT = re.compile(r"^\d+([.,]\d+)?$")
+_AMOUNT = re.compile(r"^\d+([.,]\d+)?$", re.ASCII)
+# With either separator, "1,500" or "12.500" is a thousands group to one reader and
+# a fraction to another: refused, never guessed. ("1,234" cannot be a fraction in
+# cents, so it is refused as one, with the hint.)
+_THOUSANDS_SHAPE = re.compile(r"^[1-9]\d{0,2}[.,]\d{3}$", re.ASCII)
 # The decimal comma, "." only between thousands: 1.234,56, 1234,56, 20.
-_COMMA_AMOUNT = re.compile(r"^(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+_COMMA_AMOUNT = re.compile(r"^(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$", re.ASCII)
 # The decimal point, "," only between thousands: 1,234.56, 1234.56, 20.
-_POINT_AMOUNT = re.compile(r"^(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+_POINT_AMOUNT = re.compile(r"^(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$", re.ASCII)
 _EXAMPLE = {None: "20.00", ",": "20,00 or 1.234,56", ".": "20.00 or 1,234.56"}
 
 
@@ -33,6 +37,28 @@ def _decimal_value(raw: str, decimal: Literal[".", ","] | None) -> Decimal | Non
     return Decimal(raw.replace(thousands, "").replace(",", "."))
 
 
+def _written(text: str, decimal: Literal[".", ","] | None) -> Decimal:
+    """What a person wrote, as a number (what may be a card number is masked)."""
+    raw = text.strip()
+    shown = mask_text(repr(raw))
+    if decimal is None and _THOUSANDS_SHAPE.match(raw):
+        if raw.endswith("0"):
+            raise AmountError(
+                f"{shown} may be thousands or a fraction: write it without a thousands "
+                "separator (1500, 1.50)"
+            )
+        raise AmountError(
+            f"{shown} has fractions of a cent (for thousands, write it without a separator: 1234)"
+        )
+    try:
+        value = _decimal_value(raw, decimal)
+    except InvalidOperation:
+        value = None
+    if value is None:
+        raise AmountError(f"{shown} is not an amount like {_EXAMPLE[decimal]}")
+    return value
+
+
 def parse_amount(
     text: str | int | Decimal,
     currency: str = "EUR",
@@ -47,18 +73,7 @@ def parse_amount(
         raise AmountError(f"currency {currency!r} not supported ({', '.join(MINOR_UNITS)})")
     if isinstance(text, bool):
         raise AmountError("amount must be a number like 20.00")
-    if isinstance(text, int | Decimal):
-        value = Decimal(text)
-    else:
-        try:
-            parsed = _decimal_value(text.strip(), decimal)
-        except InvalidOperation:
-            parsed = None
-        if parsed is None:
-            # What was written may be a card number in the wrong column: masked.
-            written = mask_text(repr(text))
-            raise AmountError(f"{written} is not an amount like {_EXAMPLE[decimal]}")
-        value = parsed
+    value = Decimal(text) if isinstance(text, int | Decimal) else _written(text, decimal)
     cents = value.scaleb(MINOR_UNITS[currency])
     if cents != cents.to_integral_value():
         raise AmountError(f"{mask_text(str(text))} has fractions of a cent")

@@ -96,7 +96,7 @@ def _check_fields(
     problem: tuple[str, str] | None = None
     if unknown:
         problem = (unknown[0], "unknown field")
-    elif not (len(card) == 16 and card.isdigit()):
+    elif not (len(card) == 16 and card.isascii() and card.isdigit()):
         problem = ("card_number", "must be 16 digits")
     elif currency != "EUR":
         problem = ("currency", f"{currency} not supported (EUR)")

@@ -7,9 +7,11 @@ The dialect is told from the header; what cannot be told is refused, never guess
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from cardload.errors import CardloadError
+from cardload.observability.masking import mask_text
 
 COLUMNS = ("card_number", "amount", "currency", "reference")
 REQUIRED = ("card_number", "amount")
@@ -32,7 +35,9 @@ _NAMES = {
     "reference": "reference",
     "referenz": "reference",
 }
+_GERMAN_NAMES = frozenset({"kartennummer", "betrag", "wahrung", "waehrung", "referenz"})
 _DELIMITERS = (",", ";", "\t")
+_CENTS = re.compile(r"^[0-9]{1,2}$")
 
 
 class BatchFileError(CardloadError, ValueError):
@@ -57,12 +62,14 @@ class Dialect:
         if self.delimiter is None:
             return "JSON Lines"
         shown = "tab" if self.delimiter == "\t" else repr(self.delimiter)
-        point = "decimal comma, '.' for thousands" if self.decimal == "," else "decimal point"
+        point = (
+            "decimal comma, '.' for thousands"
+            if self.decimal == ","
+            else "decimal point or comma, no thousands separators"
+        )
         return f"CSV, {shown}-separated, {point}"
 
 
-ENGLISH = Dialect("en", ",", None)
-GERMAN = Dialect("de", ";", ",")
 JSON_LINES = Dialect("jsonl", None, None)
 TEMPLATES = {
     "en": "card_number,amount,currency,reference\n",
@@ -71,8 +78,14 @@ TEMPLATES = {
 
 
 def decode(content: bytes) -> tuple[str, str]:
-    """The text and the encoding it was read as: UTF-8 (a BOM is dropped), else
-    Windows-1252 (as German Excel saves "CSV"). Anything else is refused."""
+    """The text and the encoding it was read as: UTF-16 with its BOM (Excel's "Unicode
+    text"), UTF-8 (a BOM is dropped), else Windows-1252 (as German Excel saves "CSV").
+    Anything else is refused."""
+    if content.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return content.decode("utf-16"), "UTF-16"
+        except UnicodeDecodeError as exc:
+            raise BatchFileError(f"not UTF-16 text after its BOM (offset {exc.start})") from exc
     if b"\x00" in content:
         raise BatchFileError("not a text file (it holds NUL bytes)")
     try:
@@ -88,10 +101,13 @@ def decode(content: bytes) -> tuple[str, str]:
         ) from exc
 
 
-def _column(name: str) -> str | None:
+def _plain(name: str) -> str:
     plain = unicodedata.normalize("NFKD", name.strip().lower())
-    plain = "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
-    return _NAMES.get(plain)
+    return "".join(c for c in plain if c.isalnum() and not unicodedata.combining(c))
+
+
+def _column(name: str) -> str | None:
+    return _NAMES.get(_plain(name))
 
 
 def _dialect(header_line: str) -> Dialect:
@@ -103,8 +119,9 @@ def _dialect(header_line: str) -> Dialect:
     best = max(count for count, _ in known.values())
     winners = [d for d, (count, _) in known.items() if count == best]
     if best < 1 or len(winners) != 1:
+        # A file without a header starts with a card number: masked.
         raise BatchFileError(
-            f"cannot tell the columns from the header {header_line.strip()[:80]!r}: "
+            f"cannot tell the columns from the header {mask_text(header_line.strip()[:80])!r}: "
             "write card_number,amount,currency,reference or "
             "Kartennummer;Betrag;Währung;Referenz (cardload batch template)"
         )
@@ -115,10 +132,12 @@ def _dialect(header_line: str) -> Dialect:
     if unknown:
         raise BatchFileError(
             f"CSV header must be {','.join(COLUMNS)} (or German: "
-            f"{TEMPLATES['de'].strip()}); unknown columns: {', '.join(unknown)}"
+            f"{TEMPLATES['de'].strip()}); unknown columns: {mask_text(', '.join(unknown))}"
             + (f"; missing: {', '.join(missing)}" if missing else "")
         )
-    return GERMAN if delimiter == ";" else Dialect("en", delimiter, None)
+    # German column names, or ";" (German spreadsheets' CSV), mean German amounts.
+    german = delimiter == ";" or any(_plain(n) in _GERMAN_NAMES for n in names)
+    return Dialect("de", delimiter, ",") if german else Dialect("en", delimiter, None)
 
 
 def read_records(
@@ -172,4 +191,16 @@ def _csv_rows(text: str, dialect: Dialect) -> Iterator[tuple[int, dict[str, Any]
             yield number, RowError(number, "line", "more fields than columns in the header")
             continue
         values = [cell.strip() for cell in row] + [""] * (len(header) - len(row))
+        if dialect.delimiter == "," and _split_by_decimal_comma(columns, values):
+            reason = 'looks cut in two by a decimal comma: write 20.50, or quote it ("20,50")'
+            yield number, RowError(number, "amount", reason)
+            continue
         yield number, {c: v for c, v in zip(columns, values, strict=True) if c}
+
+
+def _split_by_decimal_comma(columns: list[str | None], values: list[str]) -> bool:
+    """``9276…,20,50,ref`` in a comma-separated file: the amount's cents landed in the
+    next column (a reference "50" would be read, and 20.00 loaded)."""
+    at = columns.index("amount")
+    following = values[at + 1] if at + 1 < len(values) else ""
+    return values[at].isascii() and values[at].isdigit() and _CENTS.match(following) is not None

@@ -21,6 +21,7 @@ from cardload.errors import CardloadError
 from cardload.jobs.model import CardLoadJob, ExtraLine, JobSource
 from cardload.jobs.store import Admission, IdempotencyConflict, JobStore, job_store
 from cardload.observability.masking import mask_card_number
+from cardload.secuconnect.methods import LOAD_METHODS
 from cardload.secuconnect.models import Contact
 from cardload.worker import create_app, default_app
 from cardload.worker.dispatch import Dispatch, send_steps
@@ -28,6 +29,10 @@ from cardload.worker.dispatch import Dispatch, send_steps
 
 class AmountLimitError(CardloadError, ValueError):
     """A job asks for more than ``CARDLOAD_JOBS_MAX_AMOUNT_CENTS``."""
+
+
+class PaymentMethodError(CardloadError, ValueError):
+    """A job asks to be paid with a method a card load cannot use (README, "Choices")."""
 
 
 class JobStoreUnavailable(CardloadError):
@@ -69,6 +74,11 @@ class CardLoadProducer:
         if job.amount_cents > limit:
             raise AmountLimitError(
                 f"amount {job.amount_cents} cents exceeds the maximum of {limit} cents"
+            )
+        if job.payment_method is not None and job.payment_method not in LOAD_METHODS:
+            raise PaymentMethodError(
+                f"payment_method {job.payment_method!r}: a card load is paid with one of "
+                f"{', '.join(sorted(LOAD_METHODS))}"
             )
 
     def enqueue(self, job: CardLoadJob) -> str:
@@ -158,7 +168,8 @@ def enqueue_card_load(
     :param customer_contact: a customer made on the fly from a contact.
     :param template_id: an e-mail template (``ETP_...``) to notify the customer with.
     :param payment_method: how the load is paid (``/start/{method}``); default
-        ``CARDLOAD_SECUCONNECT_START_METHOD`` (``cash``). README, "Choices", says which.
+        ``CARDLOAD_SECUCONNECT_START_METHOD`` (``cash``). README, "Choices", says which;
+        another raises :class:`PaymentMethodError`.
     :param source: where the job came from (``order_id``, ``system``, ...), carried into
         its result event.
     :param producer: the producer to use; default: one for the ``CARDLOAD_*``

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cardload.secuconnect.statuses import is_failed, is_paid
+from cardload.secuconnect.statuses import StatusMeaning, meaning
 
 FaultKind = Literal[
     "error_500",
@@ -40,7 +40,8 @@ class FaultRule(BaseModel):
     as a gateway in front of the API would; ``reset`` drops the connection before
     anything happens; ``processing`` (starts only) answers ``processing`` and ends the
     payment ``delay_ms`` later as ``ends_as`` (a paid status loads the card, a failed
-    one does not), as a payment that takes a while; with ``delay_ms=0`` it ends at once."""
+    one does not, nor does one that ends without a description), as a payment that takes
+    a while; with ``delay_ms=0`` it ends at once."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -57,7 +58,11 @@ class FaultRule(BaseModel):
     @field_validator("ends_as")
     @classmethod
     def _final(cls, status: str) -> str:
-        if not (is_paid(status) or is_failed(status)):
+        if meaning(status) not in (
+            StatusMeaning.PAID,
+            StatusMeaning.FAILED,
+            StatusMeaning.ENDED_UNKNOWN,
+        ):
             raise ValueError(f"{status!r} is not a status a payment ends in")
         return status
 

@@ -2,8 +2,10 @@
 
 The API gives ``status`` as a plain string; the statuses below are every one named in
 secupay's documentation or an official SDK (README, "Choices", has the table with
-sources). A status we do not know is never taken as paid or as failed: it may yet
-load the card, or already has, so a job waits on it and ends uncertain.
+sources). Only a status a source describes is taken as paid or as failed. One that
+ends a transaction without a description ends the job at once as possibly loaded; one
+we do not know may yet load the card, or already has, so a job waits on it and ends
+uncertain.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class StatusMeaning(StrEnum):
     RUNNING = "running"  # the payment is under way: read again later
     PAID = "paid"  # the payment was captured: the card is loaded
     FAILED = "failed"  # the payment did not happen, or was reversed: the card is not loaded
+    # The transaction ended, and no source says whether it paid first (the older SDKs
+    # name these statuses and describe none): a person must look at the card.
+    ENDED_UNKNOWN = "ended_unknown"
 
 
 _S = TransactionStatus
@@ -54,10 +59,10 @@ MEANINGS: dict[str, StatusMeaning] = {
     _S.FINISHED: StatusMeaning.PAID,
     _S.FAILED: StatusMeaning.FAILED,
     _S.CANCELLED: StatusMeaning.FAILED,
-    _S.CANCELED: StatusMeaning.FAILED,
-    _S.ABORTED: StatusMeaning.FAILED,
-    _S.TIMEOUT: StatusMeaning.FAILED,
-    _S.DELETED: StatusMeaning.FAILED,
+    _S.CANCELED: StatusMeaning.FAILED,  # "cancelled" as the older Java and .NET SDKs spell it
+    _S.ABORTED: StatusMeaning.ENDED_UNKNOWN,
+    _S.TIMEOUT: StatusMeaning.ENDED_UNKNOWN,
+    _S.DELETED: StatusMeaning.ENDED_UNKNOWN,
 }
 
 
@@ -73,3 +78,7 @@ def is_paid(status: str) -> bool:
 
 def is_failed(status: str) -> bool:
     return meaning(status) is StatusMeaning.FAILED
+
+
+def is_ended_unknown(status: str) -> bool:
+    return meaning(status) is StatusMeaning.ENDED_UNKNOWN

@@ -117,3 +117,26 @@ def test_every_command_and_argument_says_what_it_is_for() -> None:
             elif not action.help or action.help == argparse.SUPPRESS:
                 undocumented.append(f"{prog} {'/'.join(action.option_strings) or action.dest}")
     assert undocumented == []
+
+
+@pytest.mark.parametrize("variable", ["CARDLOAD_REDIS_URL", "CARDLOAD_BROKER_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:6390/aBcSECRETtail@127.0.0.1:6491/0",  # an unencoded "/" in the password
+        "redis://:Xy7/aBcSECRET@127.0.0.1/0",
+        "redis://:pa#SECRET@127.0.0.1/0",
+        "redis://:SECRET@127.0.0.1:abc/0",  # not a port
+    ],
+)
+def test_a_malformed_url_is_a_setting_error_that_never_shows_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    url: str,
+) -> None:
+    monkeypatch.setenv(variable, url)
+    assert main(["dlq", "list"]) == failures.EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("cardload dlq list: ") and variable in err
+    assert "SECRET" not in err and "Xy7" not in err and "Traceback" not in err

@@ -84,7 +84,7 @@ def test_demo_runs_the_sample_batch_and_stops_everything() -> None:
     assert "11 rows, 6 enqueued, 5 invalid (reported, not enqueued)" in out
     assert "by status: {'succeeded': 5, 'dead_lettered': 1}; dead letters: 1; events: 6" in out
     assert "card_number: must be 16 digits" in out
-    assert "amount: 10.005 has fractions of a cent" in out
+    assert "amount: '10.005' has fractions of a cent" in out
     # The API's error text quotes the card: masked like everywhere else.
     assert "card 927600******0001 is locked" in out
     assert "9276004424644352" not in out and "9276000000000001" not in out

@@ -11,6 +11,8 @@ from cardload.producers.batch_files import TEMPLATES, BatchFileError
 MAX = 1_000_000
 SECRET = b"secret"
 GERMAN = "Kartennummer;Betrag;Währung;Referenz\r\n"
+# Digits as Japanese and Chinese input methods type them: isdigit() says yes, int() agrees.
+FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
 
 
 def parse(
@@ -57,7 +59,9 @@ def test_header_names_as_people_write_them(header: str) -> None:
 
 def test_english_csv_and_tabs() -> None:
     valid, _, read_as = parse("card_number,amount\n9276004424644352,7.50\n")
-    assert valid == [(1, 750, "")] and read_as == "CSV, ','-separated, decimal point, UTF-8"
+    assert valid == [(1, 750, "")] and read_as == (
+        "CSV, ','-separated, decimal point or comma, no thousands separators, UTF-8"
+    )
     valid, _, read_as = parse("card_number\tamount\n9276004424644352\t7.50\n")
     assert valid == [(1, 750, "")] and read_as.startswith("CSV, tab-separated")
 
@@ -85,3 +89,57 @@ def test_the_templates_are_headers_this_reader_takes() -> None:
         row = "9276004424644352;5,00\n" if dialect == "de" else "9276004424644352,5.00\n"
         valid, _, read_as = parse(header + row)
         assert valid == [(1, 500, "")] and read_as.startswith("CSV"), dialect
+
+
+def test_german_headers_mean_german_amounts_whatever_the_delimiter() -> None:
+    """Excel's German "Text (Tabstopp-getrennt)": tabs, and "." for thousands."""
+    valid, invalid, read_as = parse(
+        "Kartennummer\tBetrag\tReferenz\n9276004424644352\t1.500\tr1\n"
+        "9276004424644352\t12,50\tr2\n9276004424644352\t12.50\tr3\n"
+    )
+    assert valid == [(1, 150_000, "r1"), (2, 1250, "r2")]
+    assert [(row, field) for row, field, _ in invalid] == [(3, "amount")]
+    assert read_as.startswith("CSV, tab-separated, decimal comma")
+
+
+@pytest.mark.parametrize(
+    ("amount", "words"),
+    [
+        ('"1,500"', "may be thousands or a fraction"),
+        ("12.500", "may be thousands or a fraction"),
+        ("1.234", "for thousands, write it without a separator"),
+        ("20.00".translate(FULLWIDTH), "is not an amount"),
+    ],
+)
+def test_english_amounts_that_could_be_read_two_ways_are_refused(amount: str, words: str) -> None:
+    valid, invalid, _ = parse(f"card_number,amount\n9276004424644352,{amount}\n")
+    assert valid == [] and len(invalid) == 1
+    assert invalid[0][1] == "amount" and words in invalid[0][2]
+
+
+def test_an_amount_cut_in_two_by_a_decimal_comma_is_refused() -> None:
+    valid, invalid, _ = parse(
+        "card_number,amount,reference\n9276004424644352,20,50\n9276004424644352,20,emp-7\n"
+    )
+    assert valid == [(2, 2000, "emp-7")]
+    assert [(row, field) for row, field, _ in invalid] == [(1, "amount")]
+    assert "decimal comma" in invalid[0][2]
+
+
+def test_a_file_without_a_header_is_refused_without_showing_the_card() -> None:
+    with pytest.raises(BatchFileError) as refused:
+        parse("9276004428134352,20.00\n")
+    assert "9276004428134352" not in str(refused.value)
+    assert "927600******4352" in str(refused.value)
+
+
+def test_utf_16_as_excel_saves_unicode_text() -> None:
+    text = "Kartennummer\tBetrag\tReferenz\r\n9276004424644352\t5,00\tPrämie\r\n"
+    valid, _, read_as = parse(text.encode("utf-16"))
+    assert valid == [(1, 500, "Prämie")] and read_as.endswith("UTF-16")
+
+
+def test_fullwidth_digits_are_not_a_card_number() -> None:
+    card = "9276004424644352".translate(FULLWIDTH)
+    valid, invalid, _ = parse(f"card_number,amount\n{card},5.00\n")
+    assert valid == [] and invalid[0][1] == "card_number"

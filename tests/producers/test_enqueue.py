@@ -186,7 +186,7 @@ def test_cli_enqueue_job_and_batch(
     )
     submitted = _cli(settings, "batch", "submit", str(batch))
     assert submitted.returncode == 1  # some rows were invalid
-    assert "2    amount  5.001 has fractions of a cent" in submitted.stdout
+    assert "2    amount  '5.001' has fractions of a cent" in submitted.stdout
     batch_id = submitted.stdout.split()[1]
     resubmitted = _cli(settings, "batch", "submit", str(batch), "--json")
     assert json.loads(resubmitted.stdout)["enqueued"] == 0

@@ -176,5 +176,6 @@ def dump(client: redis.Redis) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in client.scan_iter(count=1000):
         kind: Any = client.type(key)
-        out[repr(key)] = readers[kind](key)
+        if kind in readers:  # else b"none": it expired since the scan
+            out[repr(key)] = readers[kind](key)
     return out
