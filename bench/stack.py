@@ -35,6 +35,7 @@ class Measured:
     seconds: float
     worker_cpu_s: float
     api_requests: dict[str, int]
+    worker_peak_rss_mb: float = 0.0
 
     @property
     def jobs_per_s(self) -> float:
@@ -61,20 +62,46 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def session_cpu_s(session: int) -> float:
-    """User + system CPU seconds of every process in a session (the worker and any
-    pool children), read from /proc."""
-    total = 0
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def session_pids(session: int) -> list[int]:
+    """The processes of a session (the worker and any pool children)."""
+    pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session:  # field 6 of stat: the session id
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if fields is not None and int(fields[3]) == session:  # stat field 6: session
+                pids.append(int(entry.name))
+    return pids
+
+
+def session_cpu_s(session: int) -> float:
+    """User + system CPU seconds of every process in a session, read from /proc."""
+    total = 0
+    for pid in session_pids(session):
+        fields = _stat(pid)
+        if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
+
+
+def session_peak_rss_mb(session: int) -> float:
+    """The sum of the peak resident sizes (VmHWM) of a session's processes."""
+    total_kb = 0
+    for pid in session_pids(session):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
 
 
 def _up(url: str) -> bool:
@@ -150,9 +177,10 @@ def _measure(settings: Settings, cards: list[str], worker_pid: int, url: str) ->
     wait_for(lambda: client.xlen(settings.events.stream) >= len(batch), 600, "jobs")
     elapsed = time.monotonic() - begin
     cpu = session_cpu_s(worker_pid) - cpu_before
+    rss = session_peak_rss_mb(worker_pid)
     after = httpx.get(f"{url}/_sandbox/stats").json()["requests"]
     records = producer.store.load_many([j.job_id for j in batch], history=False)
     if not all(r is not None and r.status.value == "succeeded" for r in records):
         raise SystemExit("not every job succeeded")
     requests = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return Measured(len(batch), elapsed, cpu, requests)
+    return Measured(len(batch), elapsed, cpu, requests, rss)

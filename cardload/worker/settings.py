@@ -9,6 +9,8 @@ Why each setting:
 - events on, sent events on: Flower sees every task, also before a worker takes it.
 - publishing retried with backoff for about ten seconds: a step's next message survives
   a broker blip (past that, the task itself retries, and the stall sweep backs it up).
+- a ``redis://`` broker through ``worker.transport``: kombu's, with one Redis client per
+  channel instead of one per message.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from cardload.config import Settings
+from cardload.worker.transport import TRANSPORT
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -25,8 +28,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # (100 s by default); scan every interval instead, so a killed worker's messages
     # come back soon after the visibility timeout, not minutes later.
     restore = {"unacked_restore_interval": max(1, min(10, vt // 10)), "unacked_restore_throttle": 1}
-    return {
-        "broker_url": settings.effective_broker_url,
+    broker = settings.effective_broker_url
+    # rediss:// and redis+socket:// keep kombu's own: their TLS and socket options are
+    # chosen from the URL's scheme, which a named transport would override.
+    transport = {"broker_transport": TRANSPORT} if broker.startswith("redis://") else {}
+    return transport | {
+        "broker_url": broker,
         "broker_transport_options": visibility | restore,
         "result_backend_transport_options": visibility,
         "visibility_timeout": settings.jobs.visibility_timeout_s,
