@@ -1,6 +1,8 @@
 """Replaying dead letters: back to ``queued`` with the same job id, idempotency key and
 transaction, then sent again. The job reads the Smart Transaction before it repeats
-anything, so a replay never loads a card twice (its earlier start may have loaded it)."""
+anything, so a replay never loads a card twice (its earlier start may have loaded it).
+Only a transaction whose payment failed or was cancelled is let go: no load of it
+stands, it cannot be paid again, and the replay pays with a new one."""
 
 from __future__ import annotations
 

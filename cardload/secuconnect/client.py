@@ -9,6 +9,7 @@ not repeat on 403.
 
 from __future__ import annotations
 
+import json
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -53,9 +54,18 @@ def build_http(
 
 
 class SecuconnectClient:
+    """Calls go straight to the transport ``http`` chose for its base URL (its pool, its
+    proxy), with its headers and timeouts: ``httpx.Client.request``'s own layers
+    (request building, auth and redirect flows, cookies) cost more CPU than the
+    transport itself, and the API needs none of them (a redirect is not followed: it is
+    an answer to retry)."""
+
     def __init__(self, http: httpx.Client, tokens: TokenSource) -> None:
         self._http = http
         self._tokens = tokens
+        self._origin = str(http.base_url).rstrip("/")
+        self._headers = list(http.headers.raw)
+        self._extensions = {"timeout": http.timeout.as_dict()}
 
     def authenticate(self) -> None:
         """Make sure a token is at hand (cached, or fetched now); raises
@@ -66,7 +76,7 @@ class SecuconnectClient:
     # --- Smart Transactions ----------------------------------------------------
 
     def create(self, request: CreateSmartTransaction) -> SmartTransaction:
-        return self._transaction("POST", TRANSACTIONS, json=request.to_wire())
+        return self._transaction("POST", TRANSACTIONS, body=request.to_wire())
 
     def get(self, transaction_id: str) -> SmartTransaction:
         return self._transaction("GET", f"{TRANSACTIONS}/{transaction_id}")
@@ -178,13 +188,36 @@ class SecuconnectClient:
             response.headers.get("retry-after"),
         )
 
-    def _send(self, method: str, path: str, token: str, **kw: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        headers = [*self._headers, (b"Authorization", f"Bearer {token}".encode())]
+        content = None
+        if body is not None:
+            # As httpx encodes json=: compact, UTF-8, no NaN.
+            text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+            content = text.encode()
+            headers.append((b"Content-Type", b"application/json"))
+        url = httpx.URL(self._origin + path, params=params)
+        request = httpx.Request(
+            method, url, headers=headers, content=content, extensions=self._extensions
+        )
         try:
-            return self._http.request(
-                method, path, headers={"Authorization": f"Bearer {token}"}, **kw
-            )
+            # httpx has no public way to ask which transport (mount, proxy) a URL takes.
+            response = self._http._transport_for_url(url).handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
         except httpx.RequestError as exc:  # transport errors, and a body we cannot decode
             raise classify_transport_error(method, exc) from exc
+        return response
 
     @staticmethod
     def _is_expired_token(response: httpx.Response) -> bool:
