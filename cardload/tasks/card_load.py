@@ -21,9 +21,10 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from cardload.jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES
+from cardload.jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES, Step
 from cardload.observability import bind_job, get_logger
 from cardload.pipeline import Continue, Finished, Outcome, RetryLater
+from cardload.tasks.messages import publish_step
 
 log = get_logger(__name__)
 
@@ -31,6 +32,8 @@ log = get_logger(__name__)
 # nothing was decided that is not saved, so run the task again later.
 TRANSIENT = (redis.RedisError, OperationalError)
 SEND_RETRY_S = 2.0
+# The app attribute a worker's consumer sets to its (buffered) task event dispatcher.
+TASK_EVENTS = "cardload_task_events"
 
 
 class CardLoadTask(Task):
@@ -66,7 +69,7 @@ def act(task: Task, job_id: str, outcome: Outcome) -> str:
     """Do what the step asked for: send the next step, retry later, or nothing."""
     if isinstance(outcome, Continue):
         try:
-            task.app.send_task(TASK_NAMES[outcome.step], args=[job_id], argsrepr=repr((job_id,)))
+            send_next(task, outcome.step, job_id)
         except TRANSIENT as exc:
             log.warning("step.send_failed", next_step=outcome.step, error=str(exc))
             raise task.retry(countdown=SEND_RETRY_S, max_retries=None, exc=exc) from exc
@@ -75,6 +78,21 @@ def act(task: Task, job_id: str, outcome: Outcome) -> str:
         raise task.retry(countdown=outcome.delay_s, max_retries=None)
     assert isinstance(outcome, Finished)
     return outcome.reason
+
+
+def send_next(task: Task, step: Step, job_id: str) -> None:
+    """Send the job's next step. In a worker, its ``task-sent`` event joins the worker's
+    own buffered task events (the consumer hands its event dispatcher over as the app
+    attribute named ``TASK_EVENTS``); elsewhere Celery sends message and event itself."""
+    app = task.app
+    events = getattr(app, TASK_EVENTS, None)
+    if events is None:
+        app.send_task(TASK_NAMES[step], args=[job_id], argsrepr=repr((job_id,)))
+        return
+    with app.producer_or_acquire() as producer:
+        queue = app.conf.task_default_queue
+        fields = publish_step(app, producer, step, job_id, queue, parent=task.request)
+    events.send("task-sent", **fields)
 
 
 def register_tasks(app: Celery) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
 
-from cardload.jobs.routing import TASK_NAMES, Step
+from cardload.jobs.routing import Step
+from cardload.tasks.messages import publish_step
 
 BATCH_SIZE = 1000
 
@@ -20,15 +22,38 @@ class Dispatch:
 
 
 def send_steps(app: Celery, items: Sequence[Dispatch], queue: str) -> None:
-    """Publish the messages to ``queue`` through one producer; kombu's publish batch
-    pipelines them into Redis (one round trip per ``BATCH_SIZE`` messages instead of one
-    each). The queue is named, not left to the app: a host's app has another default."""
-    with app.producer_or_acquire() as producer, producer.batch(max_size=BATCH_SIZE):
-        for item in items:
-            app.send_task(
-                TASK_NAMES[item.step],
-                args=[item.job_id],
-                argsrepr=f"({item.job_id!r}{', ' + item.label if item.label else ''})",
-                producer=producer,
-                queue=queue,
-            )
+    """Publish the messages to ``queue``, ``BATCH_SIZE`` per Redis round trip, and their
+    ``task-sent`` events (Flower's queued tasks) as one ``task.multi`` event per batch,
+    as a worker sends its own task events: kombu's publish batch pipelines the messages,
+    and Celery's event receivers take a list of events in one message. The queue is
+    named, not left to the app (a host's app has another default), and declared once.
+
+    Each event goes out after its batch of messages: Flower never shows a task that was
+    not sent. Celery's ``before/after_task_publish`` signals still fire per message."""
+    amqp: Any = app.amqp
+    sent_events = bool(app.conf.task_send_sent_event)
+    with app.producer_or_acquire() as producer:
+        producer.maybe_declare(amqp.queues[queue])
+        events = app.events.Dispatcher(
+            producer.connection,
+            enabled=sent_events,
+            buffer_group=["task"],
+            buffer_limit=BATCH_SIZE + 1,  # flushed by us, once per batch
+        )
+        try:
+            for start in range(0, len(items), BATCH_SIZE):
+                sent = _publish(app, producer, items[start : start + BATCH_SIZE], queue)
+                for fields in sent if sent_events else ():
+                    events.send("task-sent", **fields)
+                events.flush()
+        finally:
+            events.close()
+
+
+def _publish(app: Celery, producer: Any, items: Sequence[Dispatch], queue: str) -> list[Any]:
+    """One batch of messages; returns the fields of their ``task-sent`` events."""
+    with producer.batch(max_size=BATCH_SIZE):
+        return [
+            publish_step(app, producer, item.step, item.job_id, queue, label=item.label)
+            for item in items
+        ]

@@ -12,11 +12,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import redis
+from celery import bootsteps
 from celery.signals import celeryd_init, setup_logging, worker_ready
 
 from cardload.config import Settings, SettingsError
 from cardload.jobs import keys
 from cardload.observability import configure_logging, get_logger
+from cardload.tasks.card_load import TASK_EVENTS
 from cardload.worker.sweeper import start_sweeper
 
 if TYPE_CHECKING:
@@ -25,7 +27,25 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
+class TaskEvents(bootsteps.StartStopStep):
+    """Hands the consumer's task event dispatcher to the tasks: a step's ``task-sent``
+    event for the next step is then buffered with the worker's own task events and goes
+    out with them, many per event message, instead of one publish each."""
+
+    requires = ("celery.worker.consumer.events:Events",)
+
+    def start(self, c: Any) -> None:
+        setattr(c.app, TASK_EVENTS, c.event_dispatcher)
+
+    def stop(self, c: Any) -> None:
+        setattr(c.app, TASK_EVENTS, None)
+
+    shutdown = stop
+
+
 def connect_worker_signals(app: CardloadApp) -> None:
+    app.steps["consumer"].add(TaskEvents)
+
     def on_worker_init(instance: Any = None, **_: Any) -> None:
         if getattr(instance, "app", None) is app:
             _start_worker(app)

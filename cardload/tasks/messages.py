@@ -1,0 +1,58 @@
+"""A step's task message, built and published without ``Celery.send_task``'s per-call
+work (routing, option merging, a queue declaration and an immediate ``task-sent``
+event each time): measured, ``send_task`` costs 309 µs of CPU per message, this 84 µs
+plus the event.
+
+The ``task-sent`` event's fields are returned instead of published: the caller sends
+them buffered, many per event message, as a worker sends its own task events. The
+message is Celery's own (``create_task_message``, ``send_task_message``: protocol 2,
+the app's serializer, publish retry policy and publish signals); the queue must have
+been declared (a worker declares the queue it consumes; producers declare it once
+per batch).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.utils.uuid import uuid
+
+from cardload.jobs.routing import TASK_NAMES, Step
+
+
+def publish_step(
+    app: Celery,
+    producer: Any,
+    step: Step,
+    job_id: str,
+    queue: str,
+    *,
+    label: str = "",
+    parent: Any = None,
+) -> dict[str, Any]:
+    """Publish ``step`` of ``job_id`` to ``queue``; returns its ``task-sent`` fields.
+
+    :param label: shown in Flower beside the job id (a masked card, an amount); the
+        arguments themselves are the job id only.
+    :param parent: the request of the task that sends it, for Flower's task tree.
+    """
+    amqp: Any = app.amqp
+    name = TASK_NAMES[step]
+    root_id = parent_id = None
+    if parent is not None:
+        root_id, parent_id = parent.root_id or parent.id, parent.id
+    message = amqp.create_task_message(
+        uuid(),
+        name,
+        [job_id],
+        argsrepr=f"({job_id!r}{', ' + label if label else ''})",
+        kwargsrepr="{}",
+        create_sent_event=True,
+        root_id=root_id,
+        parent_id=parent_id,
+    )
+    route = {"queue": queue, "exchange": "", "routing_key": queue}
+    amqp.send_task_message(producer, name, message._replace(sent_event=None), declare=(), **route)
+    fields: dict[str, Any] = message.sent_event | route
+    return fields
