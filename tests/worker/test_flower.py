@@ -82,7 +82,12 @@ def test_flower_sees_the_chain_with_masked_card_numbers(running: Stack, flower: 
     names = sorted(t["name"] for t in tasks.values())
     assert names == ["cardload.create", "cardload.start"]
     create = next(t for t in tasks.values() if t["name"] == "cardload.create")
+    start = next(t for t in tasks.values() if t["name"] == "cardload.start")
     assert job_id in create["args"] and "927600******4352" in create["args"]
+    # Both seen queued (task-sent: the producer's batch, the worker's buffered events),
+    # the start as the create's child.
+    assert create["sent"] and start["sent"]
+    assert start["parent_id"] == create["uuid"] and start["root_id"] == create["uuid"]
     everything = httpx.get(f"{flower}/api/tasks").text + httpx.get(f"{flower}/api/workers").text
     assert SEED_CARD not in everything
     assert "sandbox-secret" not in everything

@@ -1,0 +1,49 @@
+"""Steps sent in batches: every message in the queue, and one task-sent event per
+message reaches an event receiver (what Flower runs), in task.multi batches."""
+
+from __future__ import annotations
+
+import json
+import threading
+from base64 import b64decode
+from typing import Any
+
+import redis
+
+from cardload.worker import create_app
+from cardload.worker.dispatch import BATCH_SIZE, Dispatch, send_steps
+from tests.services import wait_for
+from tests.support import make_settings
+
+
+def test_every_step_sent_is_queued_and_seen_sent(redis_url: str, real_redis: redis.Redis) -> None:
+    app = create_app(make_settings(redis_url, "http://sandbox.test"))
+    count = 2 * BATCH_SIZE + 7  # three batches, the last one partial
+    items = [Dispatch("create", f"job-{i}", f"card=927600******{i:04d}") for i in range(count)]
+    seen: list[dict[str, Any]] = []
+    raw = real_redis.pubsub()
+    raw.psubscribe("*celeryev*")
+    with app.connection_for_read() as conn:
+        receiver: Any = app.events.Receiver(conn, handlers={"task-sent": seen.append})
+        listening = threading.Thread(target=lambda: receiver.capture(wakeup=False))
+        listening.start()
+        try:
+            wait_for(lambda: real_redis.pubsub_numpat() > 1, 10, "the receiver to subscribe")
+            send_steps(app, items, "cardload")
+            wait_for(lambda: len(seen) >= count, 20, "every task-sent event")
+        finally:
+            receiver.should_stop = True
+            listening.join(10)
+    published = []
+    while (message := raw.get_message(timeout=0.5)) is not None:
+        if message["type"] == "pmessage":
+            published.append(message["channel"])
+    raw.close()
+    assert published == [b"/0.celeryev/task.multi"] * 3  # one event message per batch
+    queued = [json.loads(m) for m in real_redis.lrange("cardload", 0, -1)]
+    assert len(queued) == count
+    ids = {m["headers"]["id"] for m in queued}
+    assert {json.loads(b64decode(m["body"]))[0][0] for m in queued} == {i.job_id for i in items}
+    assert len(seen) == count and {e["uuid"] for e in seen} == ids
+    assert all(e["name"] == "cardload.create" and e["queue"] == "cardload" for e in seen)
+    assert "('job-5', card=927600******0005)" in {e["args"] for e in seen}
