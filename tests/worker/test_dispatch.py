@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from base64 import b64decode
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -21,7 +21,7 @@ def test_every_step_sent_is_queued_and_seen_sent(redis_url: str, real_redis: red
     count = 2 * BATCH_SIZE + 7  # three batches, the last one partial
     items = [Dispatch("create", f"job-{i}", f"card=927600******{i:04d}") for i in range(count)]
     seen: list[dict[str, Any]] = []
-    raw = real_redis.pubsub()
+    raw: Any = cast(Any, real_redis).pubsub()
     raw.psubscribe("*celeryev*")
     with app.connection_for_read() as conn:
         receiver: Any = app.events.Receiver(conn, handlers={"task-sent": seen.append})
