@@ -21,6 +21,7 @@ from typing import Any
 
 import naive_chain
 import redis
+from stack import queue_length
 
 from cardload.cli.localstack import redis_server
 from cardload.config import Settings
@@ -44,16 +45,16 @@ def _used(client: redis.Redis) -> int:
 
 def naive(url: str, path: Path) -> tuple[float, float, int]:
     client = redis.Redis.from_url(url)
-    naive_chain.app.conf.broker_url = url
+    producer = naive_chain.make_app(url)
     before = _used(client)
     begin = time.monotonic()
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             cents = int(row["amount"].replace(".", ""))
-            naive_chain.create.apply_async((row["card_number"], cents, row["reference"]))
+            naive_chain.enqueue_create(producer, row["card_number"], cents, row["reference"])
     elapsed = time.monotonic() - begin
     queued = int(client.llen(naive_chain.QUEUE))
-    naive_chain.app.close()
+    producer.close()
     return elapsed, (_used(client) - before) / queued, queued
 
 
@@ -65,7 +66,7 @@ def cardload(url: str, path: Path) -> tuple[float, float, int]:
     begin = time.monotonic()
     result = submit_batch(producer, path)
     elapsed = time.monotonic() - begin
-    queued = int(client.llen(settings.jobs.queue))
+    queued = queue_length(client, settings.jobs.queue)
     if result.enqueued != queued or result.invalid:
         raise SystemExit(f"enqueued {result.enqueued}, queued {queued}, {result.invalid[:3]}")
     return elapsed, (_used(client) - before) / queued, queued

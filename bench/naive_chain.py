@@ -29,14 +29,21 @@ CREDENTIALS = {
     "client_secret": "sandbox-secret",
 }
 
-app = Celery("naive", broker=os.environ.get("NAIVE_BROKER_URL", "redis://127.0.0.1:6379/0"))
-app.conf.update(
-    task_default_queue=QUEUE,
-    task_ignore_result=True,
-    worker_send_task_events=True,
-    task_send_sent_event=True,
-    worker_hijack_root_logger=False,
-)
+
+def make_app(broker_url: str) -> Celery:
+    """The naive app: the worker's (``NAIVE_BROKER_URL``), or a producer's for one run."""
+    naive = Celery("naive", broker=broker_url, set_as_current=False)
+    naive.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+    )
+    return naive
+
+
+app = make_app(os.environ.get("NAIVE_BROKER_URL", "redis://127.0.0.1:6379/0"))
 
 _lock = threading.Lock()
 _session: list[tuple[httpx.Client, dict[str, str]]] = []
@@ -94,6 +101,12 @@ def start(tx_id: str) -> str:
     return str(answer.json()["status"])
 
 
-def load(card: str, cents: int, reference: str) -> None:
-    """Enqueue one card load as the naive chain."""
-    chain(create.s(card, cents, reference), start.s()).apply_async()
+def load(producer: Celery, card: str, cents: int, reference: str) -> None:
+    """Enqueue one card load as the naive chain, from a producer's app."""
+    first = producer.signature("naive.create", args=(card, cents, reference))
+    chain(first, producer.signature("naive.start")).apply_async()
+
+
+def enqueue_create(producer: Celery, card: str, cents: int, reference: str) -> None:
+    """Enqueue the chain's first task alone (what a naive enqueue loop does per row)."""
+    producer.send_task("naive.create", args=(card, cents, reference))

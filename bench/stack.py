@@ -49,6 +49,12 @@ class Measured:
         return self.api_requests.get(endpoint, 0) / self.jobs
 
 
+def queue_length(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in ``queue``, in all of kombu's priority lists."""
+    names = [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
+    return sum(int(client.llen(name)) for name in names)
+
+
 def start(command: list[str], **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(command, text=True, start_new_session=True, **kw)
 

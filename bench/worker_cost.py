@@ -55,16 +55,16 @@ def run_naive(jobs: int, latency_ms: int, concurrency: int, log_path: Path) -> M
             *("--pool=threads", f"--concurrency={concurrency}", "--task-events"),
             *("--without-mingle", "--without-gossip", "-Q", naive_chain.QUEUE, "-l", "WARNING"),
         ]
-        naive_chain.app.conf.broker_url = redis_url
+        producer = naive_chain.make_app(redis_url)
         with log_path.open("w") as log:
             worker = start(command, cwd=BENCH, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_for(lambda: naive_chain.app.control.ping(timeout=0.5), 60, "naive worker")
+                wait_for(lambda: producer.control.ping(timeout=0.5), 60, "naive worker")
                 before = httpx.get(f"{url}/_sandbox/stats").json()["requests"]
                 cpu_before = session_cpu_s(worker.pid)
                 begin = time.monotonic()
                 for i, card in enumerate(cards):
-                    naive_chain.load(card, 500, f"naive-{i}")
+                    naive_chain.load(producer, card, 500, f"naive-{i}")
                 wait_for(lambda: _loads(url) >= jobs, 600, "naive loads")
                 elapsed = time.monotonic() - begin
                 cpu = session_cpu_s(worker.pid) - cpu_before
@@ -72,7 +72,7 @@ def run_naive(jobs: int, latency_ms: int, concurrency: int, log_path: Path) -> M
                 after = httpx.get(f"{url}/_sandbox/stats").json()["requests"]
             finally:
                 stop(worker)
-                naive_chain.app.close()
+                producer.close()
         requests = {k: after.get(k, 0) - before.get(k, 0) for k in after}
         return Measured(jobs, elapsed, cpu, requests, rss)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import redis
 from pydantic import SecretStr
 
 from cardload.config import Settings
@@ -63,3 +64,14 @@ def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
     for name, section in sections.items():
         defaults[name] = {**defaults.get(name, {}), **section}
     return sandbox_settings(redis_url, base_url, **defaults)
+
+
+def queued(client: redis.Redis, queue: str = "cardload") -> list[bytes]:
+    """The messages waiting in ``queue`` on a Redis broker, in every one of kombu's
+    priority lists (a job's create waits in a lower priority than its start)."""
+    names = [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
+    messages: list[bytes] = []
+    for name in names:
+        got: Any = client.lrange(name, 0, -1)
+        messages += got
+    return messages

@@ -16,7 +16,7 @@ import redis
 import cardload
 from cardload.jobs import JobStatus, job_store
 from tests.services import ROOT
-from tests.support import make_settings
+from tests.support import make_settings, queued
 
 UNSHIPPED = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench")
 
@@ -143,7 +143,7 @@ def test_the_wheel_embeds_in_a_host_with_our_module_names_and_its_own_celery_app
     settings = make_settings(redis_url, "http://unused")
     record = job_store(real_redis, settings).load(result["job_id"])
     assert record is not None and record.status is JobStatus.QUEUED
-    [message] = real_redis.lrange("cardload", 0, -1)  # on cardload's broker, not the host's
+    [message] = queued(real_redis)  # on cardload's broker, not the host's
     assert json.loads(message)["headers"]["task"] == "cardload.create"
     host_broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
     assert host_broker.dbsize() == 0

@@ -21,7 +21,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from cardload.jobs.routing import LEGACY_PUBLISH_TASK, TASK_NAMES, Step
+from cardload.jobs.routing import LEGACY_PUBLISH_TASK, STEP_PRIORITY, TASK_NAMES, Step
 from cardload.observability import bind_job, get_logger
 from cardload.pipeline import Continue, Finished, Outcome, RetryLater
 from cardload.tasks.messages import publish_step
@@ -87,7 +87,8 @@ def send_next(task: Task, step: Step, job_id: str) -> None:
     app = task.app
     events = getattr(app, TASK_EVENTS, None)
     if events is None:
-        app.send_task(TASK_NAMES[step], args=[job_id], argsrepr=repr((job_id,)))
+        options = {"argsrepr": repr((job_id,)), "priority": STEP_PRIORITY[step]}
+        app.send_task(TASK_NAMES[step], args=[job_id], **options)
         return
     with app.producer_or_acquire() as producer:
         queue = app.conf.task_default_queue

@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 from kombu.utils.uuid import uuid
 
-from cardload.jobs.routing import TASK_NAMES, Step
+from cardload.jobs.routing import STEP_PRIORITY, TASK_NAMES, Step
 
 
 def publish_step(
@@ -53,6 +53,13 @@ def publish_step(
         parent_id=parent_id,
     )
     route = {"queue": queue, "exchange": "", "routing_key": queue}
-    amqp.send_task_message(producer, name, message._replace(sent_event=None), declare=(), **route)
+    amqp.send_task_message(
+        producer,
+        name,
+        message._replace(sent_event=None),
+        declare=(),
+        priority=STEP_PRIORITY[step],
+        **route,
+    )
     fields: dict[str, Any] = message.sent_event | route
     return fields

@@ -18,7 +18,7 @@ from cardload.producers.batch import submit_batch
 from cardload.producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
 from cardload.worker import create_app
 from tests.services import run_cli, scratch_dir
-from tests.support import make_settings
+from tests.support import make_settings, queued
 
 CARD = "9276004424644352"
 
@@ -31,11 +31,6 @@ def settings(redis_url: str) -> Settings:
 @pytest.fixture
 def producer(real_redis: redis.Redis, settings: Settings) -> CardLoadProducer:
     return CardLoadProducer(create_app(settings), JobStore(real_redis), settings)
-
-
-def queued(client: redis.Redis) -> list[Any]:
-    messages: list[Any] = client.lrange("cardload", 0, -1)
-    return messages
 
 
 def test_enqueue_card_load_is_idempotent(
@@ -96,7 +91,7 @@ def test_a_producer_on_the_host_app_sends_to_cardload_queue(
     host.conf.task_default_queue = "host"
     producer = CardLoadProducer(host, JobStore(real_redis), settings)
     enqueue_card_load(card_number=CARD, amount_cents=100, idempotency_key="h1", producer=producer)
-    assert real_redis.llen("cardload") == 1 and real_redis.llen("host") == 0
+    assert len(queued(real_redis)) == 1 and real_redis.llen("host") == 0
 
 
 def test_amount_limit(producer: CardLoadProducer) -> None:
@@ -140,10 +135,10 @@ def test_ten_thousand_rows_and_a_resubmission(
     assert (first.rows, first.enqueued, first.already_known) == (10_001, 10_000, 0)
     assert [(e.row, e.field) for e in first.invalid] == [(10_001, "card_number")]
     assert seen[-1] == (10_000, 10_000)
-    assert real_redis.llen("cardload") == 10_000
+    assert len(queued(real_redis)) == 10_000
     again = submit_batch(producer, path)
     assert (again.batch_id, again.enqueued, again.already_known) == (first.batch_id, 0, 10_000)
-    assert real_redis.llen("cardload") == 10_000  # nothing new sent
+    assert len(queued(real_redis)) == 10_000  # nothing new sent
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -298,9 +293,9 @@ def test_a_fixed_and_resaved_batch_enqueues_only_what_is_new(
     code, again = submit()
     assert code == 0 and again["invalid"] == []
     assert (again["enqueued"], again["already_enqueued"]) == (1, 4)
-    assert real_redis.llen("cardload") == 5  # five loads, each sent once
+    assert len(queued(real_redis)) == 5  # five loads, each sent once
     assert _cli(settings, "batch", "submit", str(path), "--name", "gifts-2026-11").returncode == 0
-    assert real_redis.llen("cardload") == 5
+    assert len(queued(real_redis)) == 5
     status = json.loads(_cli(settings, "batch", "status", "gifts-2026-11", "--json").stdout)
     assert status["by_status"] == {"queued": 5} and status["invalid"] == 0
 
@@ -329,4 +324,4 @@ def test_a_reference_added_to_a_named_batch_names_the_same_load_everywhere(
     assert submit("--name", "PAYROLL-2026-11")["already_enqueued"] == 2  # the same batch
     assert submit()["already_enqueued"] == 2  # the references name those loads now
     assert submit("--name", "payroll-2026-11-again")["already_enqueued"] == 2
-    assert real_redis.llen("cardload") == 2
+    assert len(queued(real_redis)) == 2

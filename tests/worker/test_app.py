@@ -18,7 +18,7 @@ from cardload.tasks.card_load import act
 from cardload.worker import create_app
 from cardload.worker.settings import celery_config
 from cardload.worker.sweeper import recover_stalled
-from tests.support import make_settings
+from tests.support import make_settings, queued
 
 
 def test_reliability_settings() -> None:
@@ -73,7 +73,7 @@ def test_stalled_jobs_are_sent_again(real_redis: redis.Redis, redis_url: str) ->
     store.succeed(claim.lease, result, HistoryEntry(status=JobStatus.SUCCEEDED), event)
     assert recover_stalled(app, store, stall_after_s=60) == 0  # not stalled yet
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 2
-    tasks = sorted(json.loads(m)["headers"]["task"] for m in real_redis.lrange("cardload", 0, -1))
+    tasks = sorted(json.loads(m)["headers"]["task"] for m in queued(real_redis))
     assert tasks == ["cardload.create", "cardload.start"]
     # Sending counts as progress: half a stall period later, nothing is sent again.
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 30) == 0
@@ -145,7 +145,7 @@ def test_one_unreadable_record_does_not_stop_the_sweep(
     real_redis.hset(f"cardload:job:{broken}", "dispatched", 1)
     real_redis.zadd("cardload:jobs:active", {broken: 1})
     assert recover_stalled(app, store, stall_after_s=60, now=time.time() + 61) == 1
-    [message] = real_redis.lrange("cardload", 0, -1)
+    [message] = queued(real_redis)
     assert good.job_id.encode() in message
 
 

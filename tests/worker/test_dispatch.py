@@ -13,7 +13,7 @@ import redis
 from cardload.worker import create_app
 from cardload.worker.dispatch import BATCH_SIZE, Dispatch, send_steps
 from tests.services import wait_for
-from tests.support import make_settings
+from tests.support import make_settings, queued
 
 
 def test_every_step_sent_is_queued_and_seen_sent(redis_url: str, real_redis: redis.Redis) -> None:
@@ -40,10 +40,28 @@ def test_every_step_sent_is_queued_and_seen_sent(redis_url: str, real_redis: red
             published.append(message["channel"])
     raw.close()
     assert published == [b"/0.celeryev/task.multi"] * 3  # one event message per batch
-    queued = [json.loads(m) for m in real_redis.lrange("cardload", 0, -1)]
-    assert len(queued) == count
-    ids = {m["headers"]["id"] for m in queued}
-    assert {json.loads(b64decode(m["body"]))[0][0] for m in queued} == {i.job_id for i in items}
+    messages = [json.loads(m) for m in queued(real_redis)]
+    assert len(messages) == count
+    ids = {m["headers"]["id"] for m in messages}
+    assert {json.loads(b64decode(m["body"]))[0][0] for m in messages} == {i.job_id for i in items}
     assert len(seen) == count and {e["uuid"] for e in seen} == ids
     assert all(e["name"] == "cardload.create" and e["queue"] == "cardload" for e in seen)
     assert "('job-5', card=927600******0005)" in {e["args"] for e in seen}
+
+
+def test_a_start_is_taken_before_every_queued_create(
+    redis_url: str, real_redis: redis.Redis
+) -> None:
+    """Without it a job's start waits behind a whole batch's creates, its transaction
+    created and unpaid all that time."""
+    app = create_app(make_settings(redis_url, "http://sandbox.test"))
+    send_steps(app, [Dispatch("create", f"job-{i}") for i in range(50)], "cardload")
+    send_steps(app, [Dispatch("start", "job-started")], "cardload")
+    with app.connection_for_read() as conn, conn.SimpleQueue("cardload") as simple:
+        first = simple.get(timeout=5)
+        second = simple.get(timeout=5)
+        taken = [m.headers["task"] for m in (first, second)]
+        for message in (first, second):
+            message.requeue()
+    assert taken == ["cardload.start", "cardload.create"]
+    assert len(queued(real_redis)) == 51

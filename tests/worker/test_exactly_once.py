@@ -20,7 +20,7 @@ from cardload.sandbox import SEED_CARD, SandboxApp, serve_in_thread
 from cardload.worker import create_app
 from cardload.worker.dispatch import Dispatch, send_steps
 from tests.services import RedisProcess, WorkerProcess, wait_for
-from tests.support import make_settings
+from tests.support import make_settings, queued
 from tests.worker.conftest import Stack
 
 
@@ -65,7 +65,7 @@ def test_a_redis_restored_from_an_older_snapshot_loads_the_card_once(tmp_path: P
             store = job_store(client, settings)
             restored = store.load(job_id)
             assert restored is not None and restored.status is JobStatus.QUEUED
-            assert restored.transaction_id is None and client.llen("cardload") == 1
+            assert restored.transaction_id is None and len(queued(client)) == 1
             second = WorkerProcess(settings, "--concurrency=4", log_path=tmp_path / "w2.log")
             try:
                 record = wait_for(
