@@ -7,6 +7,7 @@ This module is the record's one owner: every write goes through a script of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,11 +108,18 @@ def _fields(flat: Sequence[Any]) -> dict[str, str]:
     return {text(k): text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
 
 
+@functools.lru_cache(maxsize=4096)
+def _job(raw: str) -> CardLoadJob:
+    """A job's spec never changes and the model is frozen: parsed once per process, not
+    at every claim and read of the record."""
+    return CardLoadJob.model_validate_json(raw)
+
+
 def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord | None:
     if not f:
         return None
     return JobRecord(
-        job=CardLoadJob.model_validate_json(f["job"]),
+        job=_job(f["job"]),
         status=JobStatus(f["status"]),
         transaction_id=f.get("transaction_id") or None,
         attempts={
@@ -280,7 +288,14 @@ class JobStore:
         statuses = STEP_STATUSES[step]
         now = now_utc()
         entry = HistoryEntry(at=now, status=statuses.running, step=step)
-        known = HistoryEntry(at=now, status=JobStatus.CREATED, note="transaction known: no create")
+        # Only a create can find its transaction known (a replay): no entry for a start.
+        known = (
+            HistoryEntry(
+                at=now, status=JobStatus.CREATED, note="transaction known: no create"
+            ).model_dump_json(exclude_none=True)
+            if step == "create"
+            else ""
+        )
         reply = self._claim(
             keys=[keys.job(job_id), keys.history(job_id), keys.ACTIVE],
             args=[
@@ -292,7 +307,7 @@ class JobStore:
                 lease_ms,
                 max_attempts,
                 now.isoformat(),
-                known.model_dump_json(exclude_none=True),
+                known,
             ],
         )
         kind = text(reply[0])
