@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,10 +22,10 @@ from typing import Any
 import httpx
 import naive_chain
 import redis
-from stack import ROOT, bench_settings, sandbox_process, start, stop
+from stack import bench_settings, cardload_worker, sandbox_process
 
 from cardload.cli.localstack import redis_server, wait_for
-from cardload.config import Settings, to_env
+from cardload.config import Settings
 from cardload.jobs import CardLoadJob, job_store
 from cardload.producers.enqueue import CardLoadProducer
 from cardload.worker import create_app
@@ -95,20 +93,9 @@ def main() -> int:
             cards = cards["cardnumbers"]
             api = api_calls_ms(url, cards[: min(50, a.jobs)])
             settings = bench_settings(redis_url, url)
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-            command = ["worker", "--without-mingle", "--without-gossip", "--pool=threads"]
-            with (Path(tmp) / "worker.log").open("w") as log:
-                worker = start(
-                    [sys.executable, "-m", "cardload.cli.main", *command],
-                    cwd=ROOT,
-                    env=env | to_env(settings),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-                try:
-                    jobs = job_latencies_ms(settings, cards)
-                finally:
-                    stop(worker)
+            log = Path(tmp) / "worker.log"
+            with cardload_worker(settings, ["--pool=threads"], log):
+                jobs = job_latencies_ms(settings, cards)
         api_p50 = statistics.median(api)
         row = {
             "api_calls_p50_ms": api_p50,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,10 +19,9 @@ from typing import Any
 
 import httpx
 import redis
-from stack import ROOT, bench_settings, queue_length, sandbox_process, start, stop
+from stack import bench_settings, cardload_worker, queue_length, sandbox_process
 
 from cardload.cli.localstack import redis_server
-from cardload.config import to_env
 from cardload.jobs import CardLoadJob, job_store
 from cardload.producers.enqueue import CardLoadProducer
 from cardload.worker import create_app
@@ -56,22 +53,10 @@ def run(depth: int, skip: int, window: int, log_path: Path) -> dict[str, Any]:
             producer.enqueue_many(jobs[begin : begin + CHUNK])
         queued = queue_length(client, settings.jobs.queue)
         used_mb = int(client.info("memory")["used_memory"]) / 2**20
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-        command = ["worker", "--without-mingle", "--without-gossip", "--pool=threads"]
-        with log_path.open("w") as log:
-            worker = start(
-                [sys.executable, "-m", "cardload.cli.main", *command],
-                cwd=ROOT,
-                env=env | to_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                stream = settings.events.stream
-                first = _when(client, stream, skip, 120)
-                last = _when(client, stream, skip + window, 300)
-            finally:
-                stop(worker)
+        stream = settings.events.stream
+        with cardload_worker(settings, ["--pool=threads"], log_path):
+            first = _when(client, stream, skip, 120)
+            last = _when(client, stream, skip + window, 300)
         entries: Any = client.xrange(stream, count=skip + window)
         types = {e[b"type"] for _, e in entries}
         if types != {b"card_load.succeeded"}:

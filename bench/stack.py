@@ -150,20 +150,28 @@ def run_batch(
     with redis_server() as redis_url, sandbox_process(latency_ms) as url:
         cards = httpx.post(f"{url}/_sandbox/cards", json={"count": jobs}).json()["cardnumbers"]
         settings = bench_settings(redis_url, url, **(sections or {}))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-        command = ["worker", "--without-mingle", "--without-gossip", *worker_args]
-        with log_path.open("w") as log:
-            worker = start(
-                [sys.executable, "-m", "cardload.cli.main", *command],
-                cwd=ROOT,
-                env=env | to_env(settings),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                return _measure(settings, cards, worker.pid, url)
-            finally:
-                stop(worker)
+        with cardload_worker(settings, worker_args, log_path) as pid:
+            return _measure(settings, cards, pid, url)
+
+
+@contextmanager
+def cardload_worker(settings: Settings, worker_args: list[str], log_path: Path) -> Iterator[int]:
+    """``cardload worker`` with these settings alone (no ``CARDLOAD_*`` of the caller's),
+    its output in ``log_path``; yields its pid and stops it afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
+    command = ["worker", "--without-mingle", "--without-gossip", *worker_args]
+    with log_path.open("w") as log:
+        worker = start(
+            [sys.executable, "-m", "cardload.cli.main", *command],
+            cwd=ROOT,
+            env=env | to_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield worker.pid
+        finally:
+            stop(worker)
 
 
 def _measure(settings: Settings, cards: list[str], worker_pid: int, url: str) -> Measured:
