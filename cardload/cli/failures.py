@@ -14,7 +14,7 @@ import argparse
 from typing import Final
 
 import redis
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from pydantic import ValidationError
 
 from cardload.config import SettingsError, load_settings
@@ -34,6 +34,7 @@ INPUT_ERRORS: Final = (SettingsError, MissingExtraError, BatchFileError, Validat
 UNREACHABLE_ERRORS: Final = (
     redis.RedisError,
     OperationalError,
+    BatchPublishError,  # a pipelined batch of messages failed part way
     JobStoreUnavailable,
     BrokerUnavailable,
 )

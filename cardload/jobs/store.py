@@ -109,9 +109,17 @@ def _fields(flat: Sequence[Any]) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=4096)
+def _parsed_job(raw: str) -> CardLoadJob:
+    return CardLoadJob.model_validate_json(raw)
+
+
 def _job(raw: str) -> CardLoadJob:
-    """A job's spec never changes and the model is frozen: parsed once per process, not
-    at every claim and read of the record."""
+    """A job's spec never changes: parsed once per process, not at every claim and read
+    of the record. Shared only where nothing in it can be changed in place (the model
+    is frozen; its contact, a wire model, and its lists are not)."""
+    job = _parsed_job(raw)
+    if job.customer_contact is None and not job.extra_lines:
+        return job
     return CardLoadJob.model_validate_json(raw)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 
 from cardload.config import LoadMethod, Settings, load_settings
 from cardload.errors import CardloadError
@@ -113,7 +113,8 @@ class CardLoadProducer:
             try:
                 send_steps(self.app, items, self.settings.jobs.queue)
                 self.store.mark_dispatched(to_send)
-            except (OperationalError, redis.RedisError) as exc:
+            # BatchPublishError: a pipelined batch failed part way; some messages may be out.
+            except (OperationalError, BatchPublishError, redis.RedisError) as exc:
                 raise BrokerUnavailable(
                     f"{len(to_send)} job(s) admitted but maybe not sent "
                     f"({type(exc).__name__}): enqueue again with the same keys, or the "

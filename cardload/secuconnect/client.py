@@ -55,10 +55,10 @@ def build_http(
 
 class SecuconnectClient:
     """Calls go straight to the transport ``http`` chose for its base URL (its pool, its
-    proxy), with its headers and timeouts: ``httpx.Client.request``'s own layers
-    (request building, auth and redirect flows, cookies) cost more CPU than the
-    transport itself, and the API needs none of them (a redirect is not followed: it is
-    an answer to retry)."""
+    proxy), with its headers and timeouts as they were when this client was made:
+    ``httpx.Client.request``'s own layers (request building, auth and redirect flows,
+    cookies, event hooks) cost more CPU than the transport itself, and the API needs
+    none of them (a redirect is not followed: it is an answer to retry)."""
 
     def __init__(self, http: httpx.Client, tokens: TokenSource) -> None:
         self._http = http
@@ -197,6 +197,8 @@ class SecuconnectClient:
         params: dict[str, str | int] | None = None,
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
+        if self._http.is_closed:
+            raise RuntimeError("the secuconnect client is closed")  # as httpx would
         headers = [*self._headers, (b"Authorization", f"Bearer {token}".encode())]
         content = None
         if body is not None:

@@ -14,6 +14,7 @@ Task arguments are the job id only, so no card number reaches the broker or Flow
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
@@ -32,7 +33,7 @@ log = get_logger(__name__)
 # nothing was decided that is not saved, so run the task again later.
 TRANSIENT = (redis.RedisError, OperationalError)
 SEND_RETRY_S = 2.0
-# The app attribute a worker's consumer sets to its (buffered) task event dispatcher.
+# The app attribute a worker's consumer sets to (its pid, its buffered task event dispatcher).
 TASK_EVENTS = "cardload_task_events"
 
 
@@ -85,8 +86,8 @@ def send_next(task: Task, step: Step, job_id: str) -> None:
     own buffered task events (the consumer hands its event dispatcher over as the app
     attribute named ``TASK_EVENTS``); elsewhere Celery sends message and event itself."""
     app = task.app
-    events = getattr(app, TASK_EVENTS, None)
-    if events is None:
+    pid, events = getattr(app, TASK_EVENTS, None) or (0, None)
+    if events is None or pid != os.getpid():  # no worker consumer in this process
         options = {"argsrepr": repr((job_id,)), "priority": STEP_PRIORITY[step]}
         app.send_task(TASK_NAMES[step], args=[job_id], **options)
         return

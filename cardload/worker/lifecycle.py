@@ -8,6 +8,7 @@ how Celery sets up logging, so it must not exist in a host's worker.)
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,9 @@ class TaskEvents(bootsteps.StartStopStep):
     requires = ("celery.worker.consumer.events:Events",)
 
     def start(self, c: Any) -> None:
-        setattr(c.app, TASK_EVENTS, c.event_dispatcher)
+        # With the process's pid: a prefork child inherits the attribute, and must not
+        # use a dispatcher whose connection and flushing belong to its parent.
+        setattr(c.app, TASK_EVENTS, (os.getpid(), c.event_dispatcher))
 
     def stop(self, c: Any) -> None:
         setattr(c.app, TASK_EVENTS, None)

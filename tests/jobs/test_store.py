@@ -357,3 +357,19 @@ def test_job_model_refuses(fields: dict[str, Any]) -> None:
 def test_default_description_like_the_seed() -> None:
     assert job().article_description == "Kartenaufladung 20 EUR"
     assert job(cents=1250).article_description == "Kartenaufladung 12,50 EUR"
+
+
+def test_a_record_read_twice_shares_nothing_that_can_be_changed(store: JobStore) -> None:
+    """Specs are parsed once per process; a job whose contact (a wire model) or lines
+    could be changed in place is handed out fresh each time."""
+    contact = {"forename": "Max", "surname": "Muster", "email": "max@example.com"}
+    with_contact = store.admit(job("contact", customer_contact=contact)).job_id
+    first = store.load(with_contact)
+    assert first is not None and first.job.customer_contact is not None
+    first.job.customer_contact.forename = "changed"
+    again = store.load(with_contact)
+    assert again is not None and again.job.customer_contact is not None
+    assert again.job.customer_contact.forename == "Max"
+    plain = store.admit(job("plain")).job_id
+    one, two = store.load(plain), store.load(plain)
+    assert one is not None and two is not None and one.job == two.job

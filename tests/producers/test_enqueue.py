@@ -13,10 +13,15 @@ import pytest
 import redis
 
 from cardload.config import Settings, to_env
-from cardload.jobs import IdempotencyConflict, JobStatus, JobStore
+from cardload.jobs import CardLoadJob, IdempotencyConflict, JobStatus, JobStore
 from cardload.producers.batch import submit_batch
-from cardload.producers.enqueue import AmountLimitError, CardLoadProducer, enqueue_card_load
-from cardload.worker import create_app
+from cardload.producers.enqueue import (
+    AmountLimitError,
+    BrokerUnavailable,
+    CardLoadProducer,
+    enqueue_card_load,
+)
+from cardload.worker import create_app, dispatch
 from tests.services import run_cli, scratch_dir
 from tests.support import make_settings, queued
 
@@ -325,3 +330,34 @@ def test_a_reference_added_to_a_named_batch_names_the_same_load_everywhere(
     assert submit()["already_enqueued"] == 2  # the references name those loads now
     assert submit("--name", "payroll-2026-11-again")["already_enqueued"] == 2
     assert len(queued(real_redis)) == 2
+
+
+def test_a_batch_that_fails_part_way_is_reported_and_sent_again(
+    producer: CardLoadProducer, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second pipelined batch of messages fails: the caller is told the broker is
+    unavailable (not kombu's own error), and enqueueing the same keys again sends every
+    job whose message may not have left; none is lost."""
+    monkeypatch.setattr(dispatch, "BATCH_SIZE", 2)
+    execute = redis.client.Pipeline.execute
+    pushes = [0]
+
+    def second_push_fails(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+        if any(command[0][0] == "LPUSH" for command in pipe.command_stack):
+            pushes[0] += 1
+            if pushes[0] == 2:
+                raise redis.ConnectionError("the broker went away")
+        return execute(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", second_push_fails)
+    jobs = [
+        CardLoadJob(idempotency_key=f"part-{i}", card_number=CARD, amount_cents=100)
+        for i in range(5)
+    ]
+    with pytest.raises(BrokerUnavailable, match="admitted but maybe not sent"):
+        producer.enqueue_many(jobs)
+    assert len(queued(real_redis)) == 2  # the first batch went out
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    producer.enqueue_many(jobs)
+    sent = [json.loads(m)["headers"]["argsrepr"] for m in queued(real_redis)]
+    assert all(any(job.job_id in s for s in sent) for job in jobs)

@@ -248,3 +248,12 @@ def test_a_merchant_ref_lookup_reads_every_page_and_keeps_exact_matches(
     monkeypatch.setattr(client_module, "MAX_PAGES", 1)
     with pytest.raises(PermanentError, match="too many to look through"):
         client.find_by_merchant_ref("k-???")
+
+
+def test_a_closed_client_sends_nothing(app: SandboxApp, client: SecuconnectClient) -> None:
+    client.authenticate()  # the token is at hand: only the call itself could go out
+    before = dict(app.requests)
+    client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.get("STX_1")
+    assert dict(app.requests) == before

@@ -4,12 +4,15 @@ message reaches an event receiver (what Flower runs), in task.multi batches."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from base64 import b64decode
+from types import SimpleNamespace
 from typing import Any, cast
 
 import redis
 
+from cardload.tasks.card_load import TASK_EVENTS, send_next
 from cardload.worker import create_app
 from cardload.worker.dispatch import BATCH_SIZE, Dispatch, send_steps
 from tests.services import wait_for
@@ -65,3 +68,27 @@ def test_a_start_is_taken_before_every_queued_create(
             message.requeue()
     assert taken == ["cardload.start", "cardload.create"]
     assert len(queued(real_redis)) == 51
+
+
+def test_a_step_sends_its_next_one_with_its_workers_events_only(
+    redis_url: str, real_redis: redis.Redis
+) -> None:
+    """In the worker's own process the next step's task-sent event joins the consumer's
+    buffered events; a prefork child, which inherits the attribute, must not touch its
+    parent's dispatcher and sends the Celery way."""
+    app = create_app(make_settings(redis_url, "http://sandbox.test"))
+    sent: list[Any] = []
+
+    class Dispatcher:
+        def send(self, kind: str, **fields: Any) -> None:
+            sent.append((kind, fields))
+
+    task: Any = SimpleNamespace(app=app, request=SimpleNamespace(id="t-1", root_id=None))
+    setattr(app, TASK_EVENTS, (os.getpid() + 1, Dispatcher()))  # a parent's
+    send_next(task, "start", "job-in-child")
+    assert sent == [] and len(queued(real_redis)) == 1
+    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher()))
+    send_next(task, "start", "job-in-worker")
+    [(kind, fields)] = sent
+    assert kind == "task-sent" and fields["parent_id"] == "t-1" and fields["root_id"] == "t-1"
+    assert len(queued(real_redis)) == 2
