@@ -68,7 +68,7 @@ def test_the_public_api_is_sorted_and_every_name_is_there() -> None:
     assert cardload.__all__ == sorted(cardload.__all__)
     for name in cardload.__all__:
         assert getattr(cardload, name) is not None, name
-    assert cardload.__version__ == "0.2.0"
+    assert cardload.__version__ == "0.3.0"
     assert cardload.enqueue_card_load.__doc__ and ":param idempotency_key:" in (
         cardload.enqueue_card_load.__doc__
     )

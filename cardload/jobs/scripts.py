@@ -65,19 +65,20 @@ local function announce(job, stream, flag, event_id, event_type, data, maxlen)
 end
 """
 
-# KEYS: idem, job, history, active.  ARGV: job_id, job_json, fingerprint, now_iso, entry
+# The job's spec goes in as field/value pairs of at most 64 bytes each (``store``); the
+# admission's history entry is not stored (``enqueued_at`` says it).
+# KEYS: idem, job, active.  ARGV: job_id, fingerprint, now_iso, spec field, value, ...
 ADMIT = (
     _COMMON
     + """
 local existing = redis.call('GET', KEYS[1])
 if existing then return {existing, 0} end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[3])
-redis.call('HSET', KEYS[2], 'job', ARGV[2], 'fingerprint', ARGV[3], 'status', '$QUEUED',
-  'generation', 0, 'enqueued_at', ARGV[4], 'updated_at', ARGV[4], 'dispatched', 0,
-  'epoch', incarnation())
-redis.call('RPUSH', KEYS[3], ARGV[5])
-redis.call('ZADD', KEYS[4], now_s(), ARGV[1])
-return {ARGV[1] .. ' ' .. ARGV[3], 1}
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
+redis.call('HSET', KEYS[2], 'fingerprint', ARGV[2], 'status', '$QUEUED',
+  'generation', 0, 'enqueued_at', ARGV[3], 'updated_at', ARGV[3], 'dispatched', 0,
+  'epoch', incarnation(), unpack(ARGV, 4))
+redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
+return {ARGV[1] .. ' ' .. ARGV[2], 1}
 """
 )
 

@@ -123,11 +123,47 @@ def _job(raw: str) -> CardLoadJob:
     return CardLoadJob.model_validate_json(raw)
 
 
-def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord | None:
+# Redis keeps a small hash in its compact encoding (a listpack: about a third of the
+# memory) only while every value is at most 64 bytes (``hash-max-listpack-value``), so
+# the spec is stored in pieces of at most that: ``job.0``, ``job.1``, ... Records of
+# cardload 0.2 and earlier hold it whole in ``job``.
+_SPEC_PIECE = 64
+_SPEC = "job."
+_ACCEPTED = "accepted"
+
+
+def _spec_fields(job: CardLoadJob) -> list[str]:
+    """The spec as field/value pairs, its JSON cut at UTF-8 character boundaries."""
+    raw = job.model_dump_json(exclude_defaults=True).encode()
+    pairs: list[str] = []
+    start = 0
+    while start < len(raw):
+        end = min(start + _SPEC_PIECE, len(raw))
+        while end < len(raw) and raw[end] & 0xC0 == 0x80:  # inside a character
+            end -= 1
+        pairs += [f"{_SPEC}{len(pairs) // 2}", raw[start:end].decode()]
+        start = end
+    return pairs
+
+
+def _spec(f: dict[str, str]) -> str:
+    if "job" in f:
+        return f["job"]
+    pieces = sorted((int(k.removeprefix(_SPEC)), v) for k, v in f.items() if k.startswith(_SPEC))
+    return "".join(v for _, v in pieces)
+
+
+def _record(f: dict[str, str], history: Sequence[bytes | str] | None = None) -> JobRecord | None:
+    """The record from its hash; its history too where read (``history`` not None)."""
     if not f:
         return None
+    enqueued_at = datetime.fromisoformat(f["enqueued_at"])
+    entries = [HistoryEntry.model_validate_json(h) for h in history or ()]
+    if history is not None and not (entries and entries[0].note == _ACCEPTED):
+        # Not stored since cardload 0.3 (a queued job's memory): said by enqueued_at.
+        entries.insert(0, HistoryEntry(at=enqueued_at, status=JobStatus.QUEUED, note=_ACCEPTED))
     return JobRecord(
-        job=_job(f["job"]),
+        job=_job(_spec(f)),
         status=JobStatus(f["status"]),
         transaction_id=f.get("transaction_id") or None,
         attempts={
@@ -139,12 +175,12 @@ def _record(f: dict[str, str], history: Sequence[bytes | str] = ()) -> JobRecord
         reconcile=f.get("reconcile") == "1",
         load_uncertain=f.get("start_unsettled") == "1",
         dispatched=f.get("dispatched") == "1",
-        enqueued_at=datetime.fromisoformat(f["enqueued_at"]),
+        enqueued_at=enqueued_at,
         updated_at=datetime.fromisoformat(f["updated_at"]),
         result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
         error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
         pending_since_ms=int(f["pending_since_ms"]) if f.get("pending_since_ms") else None,
-        history=[HistoryEntry.model_validate_json(h) for h in history],
+        history=entries,
         events=[v for k, v in f.items() if k.startswith("event:")],
     )
 
@@ -204,18 +240,9 @@ class JobStore:
         return out
 
     def _admit_call(self, job: CardLoadJob, pipe: Any) -> None:
-        now = now_utc()
-        entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="accepted")
-        job_keys = [keys.idempotency(job.idempotency_key), keys.job(job.job_id)]
         self._admit(
-            keys=[*job_keys, keys.history(job.job_id), keys.ACTIVE],
-            args=[
-                job.job_id,
-                job.model_dump_json(),
-                job.fingerprint(),
-                now.isoformat(),
-                entry.model_dump_json(exclude_none=True),
-            ],
+            keys=[keys.idempotency(job.idempotency_key), keys.job(job.job_id), keys.ACTIVE],
+            args=[job.job_id, job.fingerprint(), now_utc().isoformat(), *_spec_fields(job)],
             client=pipe,
         )
 
@@ -271,7 +298,7 @@ class JobStore:
             pairs = (
                 zip(replies[::2], replies[1::2], strict=True)
                 if history
-                else ((r, []) for r in replies)
+                else ((r, None) for r in replies)
             )
             out += [_record({text(k): text(v) for k, v in raw.items()}, h) for raw, h in pairs]
         return out

@@ -373,3 +373,52 @@ def test_a_record_read_twice_shares_nothing_that_can_be_changed(store: JobStore)
     plain = store.admit(job("plain")).job_id
     one, two = store.load(plain), store.load(plain)
     assert one is not None and two is not None and one.job == two.job
+
+
+def test_a_queued_job_keeps_redis_compact_and_reads_back_whole(
+    store: JobStore, real_redis: redis.Redis
+) -> None:
+    """The spec in pieces of at most 64 bytes, cut between characters: the hash stays in
+    Redis's compact encoding, and what is read back is the job that was admitted."""
+    description = "Prämie für Müller " + "€🎁" * 40  # multi-byte characters across cuts
+    admitted = job("compact", description=description, source={"batch_id": "b", "row": 7})
+    job_id = store.admit(admitted).job_id
+    assert real_redis.object("encoding", f"cardload:job:{job_id}") == b"listpack"
+    fields: Any = real_redis.hgetall(f"cardload:job:{job_id}")
+    assert len(fields) > 10 and all(len(v) <= 64 for v in fields.values())
+    assert not real_redis.exists(f"cardload:job:{job_id}:history")  # nothing to say yet
+    record = store.load(job_id)
+    assert record is not None and record.job == admitted
+    assert [(h.status, h.note) for h in record.history] == [(JobStatus.QUEUED, "accepted")]
+    taken = claimed(store, job_id)
+    assert taken.record.job == admitted
+
+
+def test_a_record_an_earlier_version_wrote_reads_the_same(
+    store: JobStore, real_redis: redis.Redis
+) -> None:
+    """cardload 0.2 kept the spec whole in ``job`` and stored the admission's entry."""
+    old = job("written-by-0.2")
+    accepted = HistoryEntry(at=old.created_at, status=JobStatus.QUEUED, note="accepted")
+    real_redis.set(f"cardload:idem:{old.idempotency_key}", f"{old.job_id} {old.fingerprint()}")
+    real_redis.hset(
+        f"cardload:job:{old.job_id}",
+        mapping={
+            "job": old.model_dump_json(),
+            "fingerprint": old.fingerprint(),
+            "status": "queued",
+            "generation": 0,
+            "enqueued_at": old.created_at.isoformat(),
+            "updated_at": old.created_at.isoformat(),
+            "dispatched": 1,
+            "epoch": "",
+        },
+    )
+    real_redis.rpush(
+        f"cardload:job:{old.job_id}:history", accepted.model_dump_json(exclude_none=True)
+    )
+    record = store.load(old.job_id)
+    assert record is not None and record.job == old
+    assert [(h.status, h.note) for h in record.history] == [(JobStatus.QUEUED, "accepted")]
+    assert store.admit(old).job_id == old.job_id  # the same load, found by its key
+    assert claimed(store, old.job_id).record.job == old
