@@ -128,13 +128,19 @@ def _job(raw: str) -> CardLoadJob:
 # the spec is stored in pieces of at most that: ``job.0``, ``job.1``, ... Records of
 # cardload 0.2 and earlier hold it whole in ``job``.
 _SPEC_PIECE = 64
+_MAX_PIECES = 100
 _SPEC = "job."
 _ACCEPTED = "accepted"
 
 
 def _spec_fields(job: CardLoadJob) -> list[str]:
-    """The spec as field/value pairs, its JSON cut at UTF-8 character boundaries."""
+    """The spec as field/value pairs, its JSON cut at UTF-8 character boundaries. A
+    spec of more than ``_MAX_PIECES`` pieces (a long basket) stays whole in ``job``:
+    past 128 fields Redis leaves the compact encoding anyway, and Lua's ``unpack``
+    takes only so many arguments."""
     raw = job.model_dump_json(exclude_defaults=True).encode()
+    if len(raw) > _SPEC_PIECE * _MAX_PIECES:
+        return ["job", raw.decode()]
     pairs: list[str] = []
     start = 0
     while start < len(raw):

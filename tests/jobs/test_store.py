@@ -422,3 +422,18 @@ def test_a_record_an_earlier_version_wrote_reads_the_same(
     assert [(h.status, h.note) for h in record.history] == [(JobStatus.QUEUED, "accepted")]
     assert store.admit(old).job_id == old.job_id  # the same load, found by its key
     assert claimed(store, old.job_id).record.job == old
+
+
+def test_a_long_basket_is_admitted_whole(store: JobStore, real_redis: redis.Redis) -> None:
+    """Past a hundred pieces the spec stays in one field, as 0.2 wrote it: Lua's unpack
+    would refuse thousands of them."""
+    lines = [
+        {"ean": "4000000000001", "desc": f"Zusatzposten {i:05d} " + "x" * 20, "price_one_cents": 1}
+        for i in range(6000)
+    ]
+    big = job("long-basket", extra_lines=lines)
+    job_id = store.admit(big).job_id
+    assert real_redis.hexists(f"cardload:job:{job_id}", "job")
+    record = store.load(job_id)
+    assert record is not None and record.job == big
+    assert store.admit(big).job_id == job_id
