@@ -45,6 +45,10 @@ def test_every_step_sent_is_queued_and_seen_sent(redis_url: str, real_redis: red
     assert published == [b"/0.celeryev/task.multi"] * 3  # one event message per batch
     messages = [json.loads(m) for m in queued(real_redis)]
     assert len(messages) == count
+    # Protocol 2's required headers; its optional ones only where set (memory per job).
+    headers = messages[0]["headers"]
+    assert {"lang", "task", "id", "root_id", "parent_id", "group"} <= set(headers)
+    assert not {"shadow", "expires", "timelimit", "stamps", "stamped_headers"} & set(headers)
     ids = {m["headers"]["id"] for m in messages}
     assert {json.loads(b64decode(m["body"]))[0][0] for m in messages} == {i.job_id for i in items}
     assert len(seen) == count and {e["uuid"] for e in seen} == ids
