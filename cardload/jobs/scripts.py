@@ -75,9 +75,10 @@ local existing = redis.call('GET', KEYS[1])
 if existing then return {existing, 0} end
 -- The record first: a script is not undone by an error, and a key must never point
 -- at a record that was not written.
+-- No generation (0) and no updated_at (= enqueued_at) until they change: bytes that
+-- every queued job would keep.
 redis.call('HSET', KEYS[2], 'fingerprint', ARGV[2], 'status', '$QUEUED',
-  'generation', 0, 'enqueued_at', ARGV[3], 'updated_at', ARGV[3], 'dispatched', 0,
-  'epoch', incarnation(), unpack(ARGV, 4))
+  'enqueued_at', ARGV[3], 'dispatched', 0, 'epoch', incarnation(), unpack(ARGV, 4))
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2])
 redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
 return {ARGV[1] .. ' ' .. ARGV[2], 1}

@@ -182,7 +182,7 @@ def _record(f: dict[str, str], history: Sequence[bytes | str] | None = None) -> 
         load_uncertain=f.get("start_unsettled") == "1",
         dispatched=f.get("dispatched") == "1",
         enqueued_at=enqueued_at,
-        updated_at=datetime.fromisoformat(f["updated_at"]),
+        updated_at=datetime.fromisoformat(f["updated_at"]) if "updated_at" in f else enqueued_at,
         result=LoadResult.model_validate_json(f["result"]) if f.get("result") else None,
         error=ErrorInfo.model_validate_json(f["error"]) if f.get("error") else None,
         pending_since_ms=int(f["pending_since_ms"]) if f.get("pending_since_ms") else None,

@@ -390,6 +390,8 @@ def test_a_queued_job_keeps_redis_compact_and_reads_back_whole(
     record = store.load(job_id)
     assert record is not None and record.job == admitted
     assert [(h.status, h.note) for h in record.history] == [(JobStatus.QUEUED, "accepted")]
+    assert not {b"updated_at", b"generation"} & set(fields)  # not until they change
+    assert record.updated_at == record.enqueued_at and record.generation == 0
     taken = claimed(store, job_id)
     assert taken.record.job == admitted
 
