@@ -24,6 +24,7 @@ from cardload.jobs import CardLoadJob, job_store
 from cardload.producers.enqueue import CardLoadProducer
 from cardload.sandbox.settings import sandbox_settings
 from cardload.worker import create_app
+from cardload.worker.dispatch import redis_queue_lists
 
 ROOT = Path(__file__).parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -51,8 +52,7 @@ class Measured:
 
 def queue_length(client: redis.Redis, queue: str) -> int:
     """Messages waiting in ``queue``, in all of kombu's priority lists."""
-    names = [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
-    return sum(int(client.llen(name)) for name in names)
+    return sum(int(client.llen(name)) for name in redis_queue_lists(queue))
 
 
 def start(command: list[str], **kw: Any) -> subprocess.Popen[str]:

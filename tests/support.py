@@ -16,6 +16,7 @@ from cardload.observability.masking import mask_receipt
 from cardload.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from cardload.sandbox.settings import sandbox_settings
 from cardload.secuconnect import Credentials
+from cardload.worker.dispatch import redis_queue_lists
 
 SEED_DIR = Path(__file__).parent / "fixtures" / "seed"
 SHARED_SEED_DIR = Path(__file__).parents[2] / "shared" / "seed"
@@ -69,9 +70,8 @@ def make_settings(redis_url: str, base_url: str, **sections: Any) -> Settings:
 def queued(client: redis.Redis, queue: str = "cardload") -> list[bytes]:
     """The messages waiting in ``queue`` on a Redis broker, in every one of kombu's
     priority lists (a job's create waits in a lower priority than its start)."""
-    names = [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]
     messages: list[bytes] = []
-    for name in names:
+    for name in redis_queue_lists(queue):
         got: Any = client.lrange(name, 0, -1)
         messages += got
     return messages

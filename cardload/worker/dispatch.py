@@ -14,6 +14,12 @@ from cardload.tasks.messages import publish_step
 BATCH_SIZE = 1000
 
 
+def redis_queue_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in on a Redis broker: kombu keeps one per
+    priority step (a job's start waits in the first, its create in a later one)."""
+    return [queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))]
+
+
 @dataclass(frozen=True)
 class Dispatch:
     step: Step

@@ -4,6 +4,8 @@ until the attempts run out), an unknown one is waited on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from pydantic import ValidationError
@@ -26,6 +28,12 @@ FAILED = sorted(s for s, m in MEANINGS.items() if m is StatusMeaning.FAILED)
 ENDED_UNKNOWN = sorted(s for s, m in MEANINGS.items() if m is StatusMeaning.ENDED_UNKNOWN)
 
 
+def payment_ends_as(app: SandboxApp, status: str, **rule: Any) -> None:
+    """Every start (or ``times`` of them) answers and ends at once in ``status``."""
+    fault = {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status}
+    faults(app, fault | rule)
+
+
 def test_every_status_a_source_names_has_a_decision() -> None:
     assert set(MEANINGS) == set(TransactionStatus)
     assert {s for s, m in MEANINGS.items() if m is StatusMeaning.RUNNING} == {
@@ -41,7 +49,7 @@ def test_every_status_a_source_names_has_a_decision() -> None:
 def test_a_failed_payment_is_dead_lettered_at_once(
     app: SandboxApp, pipeline: Pipeline, status: str
 ) -> None:
-    faults(app, {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status})
+    payment_ends_as(app, status)
     job_id = admit(pipeline)
     outcomes = run(pipeline, job_id)
     assert outcomes[-1] == Finished("dead-lettered")
@@ -61,8 +69,7 @@ def test_a_failed_payment_is_dead_lettered_at_once(
 def test_a_payment_that_fails_after_processing_is_dead_lettered_on_the_read(
     app: SandboxApp, pipeline: Pipeline, status: str
 ) -> None:
-    rule = {"kind": "processing", "endpoint": "start", "delay_ms": 60_000, "ends_as": status}
-    faults(app, rule)
+    payment_ends_as(app, status, delay_ms=60_000)
     job_id = admit(pipeline)
     assert pipeline.create(job_id) == Continue("start")
     waiting = pipeline.start(job_id)
@@ -82,8 +89,7 @@ def test_a_replay_after_a_failed_payment_pays_with_a_new_transaction(
     """ "failed: you must repeat the payment process": the failed transaction loaded
     nothing and is never started again; the replay's lookup passes it over and the
     job creates and starts a new one, loading the card once."""
-    rule = {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": "failed"}
-    faults(app, {**rule, "times": 1})
+    payment_ends_as(app, "failed", times=1)
     job_id = admit(pipeline)
     assert run(pipeline, job_id)[-1] == Finished("dead-lettered")
     failed = pipeline.store.load(job_id)
@@ -106,7 +112,7 @@ def test_a_payment_that_ended_undescribed_is_dead_lettered_as_possibly_loaded(
     payment was taken first. At once a dead letter that says the card may be loaded;
     and the same key enqueued again (Redis lost the job) adopts that transaction, never
     making and starting a second one."""
-    faults(app, {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status})
+    payment_ends_as(app, status)
     job_id = admit(pipeline)
     assert run(pipeline, job_id)[-1] == Finished("dead-lettered")
     letter = dead_letter(pipeline, job_id)
@@ -124,7 +130,7 @@ def test_a_payment_that_ended_undescribed_is_dead_lettered_as_possibly_loaded(
 def test_a_paid_payment_succeeds_with_its_balances(
     app: SandboxApp, pipeline: Pipeline, status: str
 ) -> None:
-    faults(app, {"kind": "processing", "endpoint": "start", "delay_ms": 0, "ends_as": status})
+    payment_ends_as(app, status)
     job_id = admit(pipeline)
     assert run(pipeline, job_id)[-1] == Finished("succeeded")
     [event] = events(pipeline)
