@@ -45,6 +45,7 @@ from cardload.jobs.routing import STEP_STATUSES, Step
 from cardload.jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from cardload.observability import bind_job, get_logger, mask_text
 from cardload.pipeline.backoff import backoff_delay_s
+from cardload.pipeline.lookups import MerchantRefLookups
 from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from cardload.pipeline.request import build_create_request, transaction_mismatch
 from cardload.pipeline.results import announcement, failed_event, load_result, succeeded_event
@@ -105,6 +106,10 @@ class Pipeline:
     leases: LeaseKeeper
     settings: Settings
     uniform: Callable[[], float] = field(default=random.random)
+    lookups: MerchantRefLookups = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lookups = MerchantRefLookups(self.client.find_by_merchant_refs)
 
     # --- entry points (one per task) ---------------------------------------------------
 
@@ -169,7 +174,7 @@ class Pipeline:
         or in a status we do not know wins over one still created. The others are never
         started."""
         key = job.idempotency_key
-        listed = [tx for tx in self.client.find_by_merchant_ref(key) if tx.merchant_ref == key]
+        listed = [tx for tx in self.lookups.find(key) if tx.merchant_ref == key]
         found = [tx for tx in map(self._reread, listed) if tx and not is_failed(tx.status)]
         ours = [tx for tx in found if transaction_mismatch(job, tx) is None]
         foreign = {tx.id: transaction_mismatch(job, tx) for tx in found if tx not in ours}

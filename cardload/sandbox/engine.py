@@ -115,11 +115,11 @@ class Engine:
         """One page of the transactions ``q`` matches, in ``sort`` order, and how many
         match in all (see :mod:`sandbox.search` for the language)."""
         node = search.parse(q) if q else None
-        ref = search.exact_merchant_ref(node) if node else None
-        if ref is not None:  # the index keeps a lookup by merchantRef cheap at any size
-            candidates = [
-                self.world.transactions[i] for i in self.world.by_merchant_ref.get(ref, [])
-            ]
+        refs = search.exact_merchant_refs(node) if node else None
+        if refs is not None:  # the index keeps a lookup by merchantRef cheap at any size
+            index = self.world.by_merchant_ref
+            ids = dict.fromkeys(i for ref in refs for i in index.get(ref, []))
+            candidates = [self.world.transactions[i] for i in ids]
         else:
             candidates = list(self.world.transactions.values())
         hits = search.ordered(

@@ -201,11 +201,15 @@ def parse(q: str) -> Node:
     return node
 
 
-def exact_merchant_ref(node: Node) -> str | None:
-    """The merchantRef a query asks for exactly, if it is one term without wildcards
-    (the engine answers it from its index, however many transactions there are)."""
+def exact_merchant_refs(node: Node) -> list[str] | None:
+    """The merchantRefs a query asks for exactly, if it is one term without wildcards or
+    an OR of such terms (the engine answers it from its index, however many
+    transactions there are)."""
+    if isinstance(node, Any_):
+        refs = [exact_merchant_refs(part) for part in node.parts]
+        return None if None in refs else [ref for part in refs for ref in part or ()]
     if isinstance(node, Term) and node.field == "merchantRef" and node.value is not None:
-        return None if any(c in node.value for c in "*?") else node.value
+        return None if any(c in node.value for c in "*?") else [node.value]
     return None
 
 

@@ -10,8 +10,10 @@ not repeat on 403.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import ValidationError
@@ -25,6 +27,7 @@ from cardload.secuconnect.models import (
     SmartTransactionList,
 )
 from cardload.secuconnect.tokens import TokenSource
+from cardload.secuconnect.transport import Answer, StdlibTransport, origin_of
 
 API_PREFIX = "/api/v2"
 PAGE = 100  # the most the list endpoint answers at once
@@ -41,8 +44,11 @@ def build_http(
     max_connections: int = 50,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    """The one connection pool a worker process uses."""
-    return httpx.Client(
+    """The one connection pool a worker process uses: httpx's client over
+    :class:`StdlibTransport`, or over httpx's own transport when the environment names a
+    proxy for the API (``HTTPS_PROXY``, ``NO_PROXY``), or over ``transport`` (the tests'
+    sandbox in process)."""
+    client = httpx.Client(
         base_url=base_url,
         timeout=timeout or httpx.Timeout(30.0, connect=5.0),
         limits=httpx.Limits(
@@ -51,6 +57,17 @@ def build_http(
         transport=transport,
         headers={"User-Agent": f"cardload/{__version__}", "Accept": "application/json"},
     )
+    # httpx reads the environment's proxies only when it makes its default transport
+    # itself: let it, and put ours in place of that default where no proxy applies.
+    if transport is None and client._transport_for_url(client.base_url) is client._transport:
+        client._transport.close()
+        client._transport = StdlibTransport(max_connections=max_connections)
+    return client
+
+
+def _search_pattern(merchant_ref: str) -> str:
+    """A merchantRef as a quoted search value: ``*`` as ``?``, quotes escaped."""
+    return merchant_ref.replace("*", "?").replace("\\", "\\\\").replace('"', '\\"')
 
 
 class SecuconnectClient:
@@ -63,9 +80,22 @@ class SecuconnectClient:
     def __init__(self, http: httpx.Client, tokens: TokenSource) -> None:
         self._http = http
         self._tokens = tokens
-        self._origin = str(http.base_url).rstrip("/")
-        self._headers = list(http.headers.raw)
-        self._extensions = {"timeout": http.timeout.as_dict()}
+        base = http.base_url
+        self._origin = str(base).rstrip("/")
+        self._prefix = base.raw_path.decode("ascii").rstrip("/")
+        self._host = origin_of(base)
+        # identity: the answers are small JSON, and undoing gzip costs more than it saves.
+        self._headers = [
+            *((k, v) for k, v in http.headers.raw if k.lower() != b"accept-encoding"),
+            (b"Accept-Encoding", b"identity"),
+        ]
+        self._timeouts = http.timeout.as_dict()
+        self._extensions = {"timeout": self._timeouts}
+        # httpx has no public way to ask which transport (mount, proxy) a URL takes.
+        transport = http._transport_for_url(base)
+        self._transport = transport
+        self._wire = transport if isinstance(transport, StdlibTransport) else None
+        self._wire_headers = [(b"Host", base.netloc), *self._headers]
 
     def authenticate(self) -> None:
         """Make sure a token is at hand (cached, or fetched now); raises
@@ -117,26 +147,38 @@ class SecuconnectClient:
         return self._parse("GET", SmartTransactionList, body)
 
     def find_by_merchant_ref(self, merchant_ref: str) -> list[SmartTransaction]:
-        """Transactions whose merchantRef is exactly this one, oldest first.
+        """Transactions whose merchantRef is exactly this one, oldest first."""
+        return self.find_by_merchant_refs([merchant_ref])[merchant_ref]
+
+    def find_by_merchant_refs(
+        self, merchant_refs: Sequence[str]
+    ) -> dict[str, list[SmartTransaction]]:
+        """For each merchantRef, the transactions whose merchantRef is exactly it, oldest
+        first: one search for them all (``{merchantRef:"a"} OR {merchantRef:"b"}``).
 
         The search language has wildcards and no documented escape, so a key holding
         ``*`` or ``?`` matches other keys too: ``*`` is searched as ``?`` (one character,
         not any run), every page is read, and only exact matches are kept. The order is
-        asked for (``sort=created:asc``); the API's default is not documented."""
-        pattern = merchant_ref.replace("*", "?").replace("\\", "\\\\").replace('"', '\\"')
-        found: list[SmartTransaction] = []
+        asked for (``sort=created:asc``); the API's default is not documented. When the
+        keys together match more than a lookup reads, each is looked up alone."""
+        refs = list(dict.fromkeys(merchant_refs))
+        terms = [f'merchantRef:"{_search_pattern(ref)}"' for ref in refs]
+        q = terms[0] if len(terms) == 1 else " OR ".join(f"{{{term}}}" for term in terms)
+        found: dict[str, list[SmartTransaction]] = {ref: [] for ref in refs}
         offset = 0
         while True:
-            page = self.search(
-                q=f'merchantRef:"{pattern}"', count=PAGE, offset=offset, sort="created:asc"
-            )
-            found += [tx for tx in page.data if tx.merchant_ref == merchant_ref]
+            page = self.search(q=q, count=PAGE, offset=offset, sort="created:asc")
+            for tx in page.data:
+                if tx.merchant_ref in found:
+                    found[tx.merchant_ref].append(tx)
             offset += len(page.data)
             if not page.data or offset >= page.count:
                 return found
             if offset >= PAGE * MAX_PAGES:
+                if len(refs) > 1:
+                    return {ref: self.find_by_merchant_ref(ref) for ref in refs}
                 raise PermanentError(
-                    f"merchantRef {merchant_ref!r} matches {page.count} transactions in the "
+                    f"merchantRef {refs[0]!r} matches {page.count} transactions in the "
                     "API's search: too many to look through; use a key without * or ?"
                 )
 
@@ -174,18 +216,18 @@ class SecuconnectClient:
 
     def _call(self, method: str, path: str, **kw: Any) -> bytes:
         token = self._tokens.token()
-        response = self._send(method, path, token, **kw)
-        if self._is_expired_token(response):
+        answer = self._send(method, path, token, **kw)
+        if self._is_expired_token(answer):
             self._tokens.invalidate(token)
-            response = self._send(method, path, self._tokens.token(), **kw)
-        if 200 <= response.status_code < 300:
-            return response.content
+            answer = self._send(method, path, self._tokens.token(), **kw)
+        if 200 <= answer.status < 300:
+            return answer.content
         raise classify_response(
             method,
-            response.status_code,
-            response.content,
-            response.headers.get("content-type", ""),
-            response.headers.get("retry-after"),
+            answer.status,
+            answer.content,
+            answer.header("content-type") or "",
+            answer.header("retry-after"),
         )
 
     def _send(
@@ -196,33 +238,48 @@ class SecuconnectClient:
         *,
         params: dict[str, str | int] | None = None,
         body: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         if self._http.is_closed:
             raise RuntimeError("the secuconnect client is closed")  # as httpx would
-        headers = [*self._headers, (b"Authorization", f"Bearer {token}".encode())]
+        headers = [(b"Authorization", f"Bearer {token}".encode())]
         content = None
         if body is not None:
             # As httpx encodes json=: compact, UTF-8, no NaN.
             text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             content = text.encode()
             headers.append((b"Content-Type", b"application/json"))
-        url = httpx.URL(self._origin + path, params=params)
-        request = httpx.Request(
-            method, url, headers=headers, content=content, extensions=self._extensions
-        )
+        if params:
+            path = f"{path}?{urlencode(params, quote_via=quote)}"
         try:
-            # httpx has no public way to ask which transport (mount, proxy) a URL takes.
-            response = self._http._transport_for_url(url).handle_request(request)
+            if self._wire is not None:
+                if content is not None or method == "POST":
+                    headers.append((b"Content-Length", str(len(content or b"")).encode()))
+                return self._wire.exchange(
+                    method,
+                    self._host,
+                    self._prefix + path,
+                    headers=[*self._wire_headers, *headers],
+                    body=content,
+                    timeouts=self._timeouts,
+                )
+            request = httpx.Request(
+                method,
+                httpx.URL(self._origin + path),
+                headers=[*self._headers, *headers],
+                content=content,
+                extensions=self._extensions,
+            )
+            response = self._transport.handle_request(request)
             try:
                 response.read()
             finally:
                 response.close()
         except httpx.RequestError as exc:  # transport errors, and a body we cannot decode
             raise classify_transport_error(method, exc) from exc
-        return response
+        return Answer(response.status_code, response.headers.multi_items(), response.content)
 
     @staticmethod
-    def _is_expired_token(response: httpx.Response) -> bool:
-        if response.status_code == 401:
+    def _is_expired_token(answer: Answer) -> bool:
+        if answer.status == 401:
             return True
-        return response.status_code == 403 and _EXPIRED_TOKEN_ERROR.encode() in response.content
+        return answer.status == 403 and _EXPIRED_TOKEN_ERROR.encode() in answer.content

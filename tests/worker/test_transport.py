@@ -1,9 +1,12 @@
-"""The Redis transport with one client per channel: used for redis:// brokers only,
-one client per channel and pool, and messages go through it both ways."""
+"""The Redis transport with one client per channel and acknowledgements that ride
+along: used for redis:// brokers only, one client per channel and pool, messages go
+through it both ways, and every acknowledgement reaches Redis (with the next delivery,
+within a moment, or when the channel closes)."""
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, cast
 
 import pytest
@@ -11,6 +14,8 @@ import redis
 from kombu.connection import Connection
 from kombu.entity import Queue
 
+from cardload.cli.localstack import wait_for
+from cardload.worker import transport
 from cardload.worker.settings import celery_config
 from cardload.worker.transport import TRANSPORT, Channel
 from tests.support import make_settings
@@ -32,9 +37,9 @@ def test_only_a_plain_redis_broker_uses_it(broker: str, named: bool) -> None:
     assert (config.get("broker_transport") == TRANSPORT) is named
 
 
-def _connect(url: str) -> Any:
+def _connect(url: str, **options: Any) -> Any:
     connect: Any = Connection  # kombu is untyped
-    return connect(url, transport=TRANSPORT)
+    return connect(url, transport=TRANSPORT, transport_options=options)
 
 
 def test_one_client_per_channel_and_pool(redis_url: str, real_redis: redis.Redis) -> None:
@@ -72,3 +77,72 @@ def test_messages_go_through_it_both_ways(redis_url: str, real_redis: redis.Redi
     assert got == list(range(50))
     assert real_redis.llen(queue.name) == 0
     assert real_redis.hlen("unacked") == 0
+
+
+def _publish(conn: Any, queue: Any, count: int) -> None:
+    with conn.Producer() as producer:
+        for i in range(count):
+            producer.publish({"n": i}, routing_key=queue.name, declare=[queue])
+
+
+def test_an_ack_rides_with_the_next_delivery(
+    redis_url: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "ACK_FLUSH_S", 3600.0)  # no flush by time in this test
+    queue: Any = cast(Any, Queue)("cardload-test-acks")
+    with _connect(redis_url) as conn:
+        _publish(conn, queue, 3)
+        with conn.SimpleQueue(queue.name) as simple:
+            first = simple.get(timeout=5)
+            assert real_redis.hlen("unacked") == 1  # noted on delivery, as kombu does
+            first.ack()
+            assert real_redis.hlen("unacked") == 1  # the note stays until ...
+            second = simple.get(timeout=5)
+            # ... the next delivery's round trip drops it and notes the new one.
+            assert real_redis.hkeys("unacked") == [second.delivery_tag.encode()]
+            assert real_redis.zcard("unacked_index") == 1
+            second.ack()
+            third = simple.get(timeout=5)
+            third.ack()
+        assert real_redis.hlen("unacked") == 1
+    # Closing the channel drops what is still due (nothing is delivered again).
+    assert real_redis.hlen("unacked") == 0
+    assert real_redis.zcard("unacked_index") == 0
+    assert real_redis.llen(queue.name) == 0
+
+
+def test_acks_no_delivery_takes_along_are_flushed_within_a_moment(
+    redis_url: str, real_redis: redis.Redis
+) -> None:
+    queue: Any = cast(Any, Queue)("cardload-test-acks-idle")
+    with _connect(redis_url) as conn:
+        _publish(conn, queue, 5)
+        with conn.SimpleQueue(queue.name) as simple:
+            for _ in range(5):
+                simple.get(timeout=5).ack()
+            wait_for(lambda: real_redis.hlen("unacked") == 0, 5, "the flush")
+            assert real_redis.zcard("unacked_index") == 0
+
+
+def test_a_worker_killed_with_acks_due_gets_them_delivered_again(
+    redis_url: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Acknowledged, not yet flushed, then the process dies: the note of a finished
+    message stays and it is delivered again after the visibility timeout, as kombu
+    delivers any message whose acknowledgement did not arrive. The job's record makes
+    the second delivery a no-op (tests/worker/test_redelivery.py, test_chaos.py)."""
+    monkeypatch.setattr(transport, "ACK_FLUSH_S", 3600.0)
+    queue: Any = cast(Any, Queue)("cardload-test-acks-lost")
+    conn = _connect(redis_url, visibility_timeout=1)
+    _publish(conn, queue, 1)
+    simple = conn.SimpleQueue(queue.name)
+    message = simple.get(timeout=5)
+    message.ack()
+    # "Killed": nothing of this connection runs again (no close, no flush).
+    assert real_redis.hlen("unacked") == 1
+    time.sleep(1.2)
+    with _connect(redis_url, visibility_timeout=1) as other:
+        channel: Any = other.default_channel
+        channel.qos.restore_visible(interval=1)
+        with other.SimpleQueue(queue.name) as again:
+            assert again.get(timeout=5).payload == {"n": 0}

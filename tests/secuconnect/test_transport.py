@@ -1,0 +1,245 @@
+"""The stdlib transport over real sockets: keep-alive, a connection the server closed,
+and each failure raised as the httpx error the classifier decides on."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from cardload.sandbox import SandboxApp, serve_in_thread
+from cardload.secuconnect import (
+    AmbiguousError,
+    CreateSmartTransaction,
+    MemoryTokenSource,
+    RetryableError,
+    SecuconnectClient,
+    build_http,
+    fetch_token,
+)
+from cardload.secuconnect.classify import classify_transport_error
+from cardload.secuconnect.transport import StdlibTransport, origin_of
+from tests.support import CREDENTIALS, load_request
+
+TIMEOUTS = {"connect": 2.0, "read": 0.5, "write": 2.0, "pool": 0.3}
+
+
+class Script(BaseHTTPRequestHandler):
+    """Answers by path: /ok, /chunked, /gzip, /slow, /drop (read, then close without a
+    word), /close (answer with Connection: close), /echo (the request as JSON)."""
+
+    protocol_version = "HTTP/1.1"
+    connections: list[int] = []  # noqa: RUF012 - the test server's shared tally
+
+    def setup(self) -> None:
+        super().setup()
+        Script.connections.append(id(self.connection))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        body = self._body()
+        path = self.path.split("?")[0]
+        if path == "/drop":
+            self.close_connection = True
+            return
+        if path == "/slow":
+            time.sleep(1.0)
+        if path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b'{"a":', b"1}"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        payload = body if path == "/echo" else b'{"ok":true}'
+        if path == "/echo":
+            lines = [f"{k}: {v}" for k, v in self.headers.items()]
+            payload = ("\n".join([f"{self.command} {self.path}", *lines]).encode() + b"\n\n") + body
+        encoded = gzip.compress(payload) if path == "/gzip" else payload
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(encoded)))
+        if path == "/gzip":
+            self.send_header("Content-Encoding", "gzip")
+        if path == "/close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(encoded)
+
+
+@contextmanager
+def scripted() -> Iterator[str]:
+    Script.connections = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Script)
+    server.daemon_threads = True
+    server.handle_error = lambda *_: None  # type: ignore[method-assign]  # clients that hung up
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def base() -> Iterator[str]:
+    with scripted() as url:
+        yield url
+
+
+def _get(transport: StdlibTransport, url: str, method: str = "GET", body: bytes | None = None):  # type: ignore[no-untyped-def]
+    parsed = httpx.URL(url)
+    headers = [(b"Host", parsed.netloc)]
+    if body is not None:
+        headers.append((b"Content-Length", str(len(body)).encode()))
+    return transport.exchange(
+        method,
+        origin_of(parsed),
+        parsed.raw_path.decode(),
+        headers=headers,
+        body=body,
+        timeouts=TIMEOUTS,
+    )
+
+
+def test_keep_alive_reuses_one_connection(base: str) -> None:
+    transport = StdlibTransport(max_connections=4)
+    answers = [_get(transport, f"{base}/ok") for _ in range(20)]
+    assert {a.status for a in answers} == {200}
+    assert answers[0].content == b'{"ok":true}'
+    assert len(Script.connections) == 1
+    transport.close()
+
+
+def test_a_connection_the_server_closed_is_not_reused(base: str) -> None:
+    transport = StdlibTransport()
+    assert _get(transport, f"{base}/close").status == 200
+    assert _get(transport, f"{base}/ok").status == 200  # on a new connection, no error
+    assert len(Script.connections) == 2
+    transport.close()
+
+
+def test_an_idle_connection_closed_by_the_server_is_detected_before_reuse() -> None:
+    # A server that closes each connection right after answering, without saying so
+    # (as a load balancer does to idle connections): the next request must not fail.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            accepted.append(1)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    transport = StdlibTransport()
+    url = f"http://127.0.0.1:{port}/x"
+    assert _get(transport, url).content == b"ok"
+    time.sleep(0.1)  # the server's FIN arrives
+    assert _get(transport, url).content == b"ok"
+    assert accepted == [1, 1]
+    listener.close()
+    transport.close()
+
+
+def test_chunked_and_gzip_answers_are_read_whole(base: str) -> None:
+    transport = StdlibTransport()
+    assert _get(transport, f"{base}/chunked").content == b'{"a":1}'
+    assert _get(transport, f"{base}/gzip").content == b'{"ok":true}'
+    transport.close()
+
+
+def test_request_line_headers_and_body_arrive_as_sent(base: str) -> None:
+    transport = StdlibTransport()
+    answer = _get(transport, f"{base}/echo?q=a%20b", method="POST", body=b'{"x":1}')
+    head, body = answer.content.split(b"\n\n", 1)
+    assert head.splitlines()[0] == b"POST /echo?q=a%20b"
+    assert body == b'{"x":1}'
+    assert b"Accept-Encoding" not in head  # only what the caller sends
+    transport.close()
+
+
+def test_failures_are_httpx_errors_classified_as_before(base: str) -> None:
+    transport = StdlibTransport(max_connections=1)
+    with pytest.raises(httpx.ReadTimeout) as timeout:
+        _get(transport, f"{base}/slow", method="POST", body=b"{}")
+    assert isinstance(classify_transport_error("POST", timeout.value), AmbiguousError)
+    with pytest.raises(httpx.RemoteProtocolError) as dropped:
+        _get(transport, f"{base}/drop", method="POST", body=b"{}")
+    assert isinstance(classify_transport_error("POST", dropped.value), AmbiguousError)
+    assert isinstance(classify_transport_error("GET", dropped.value), RetryableError)
+
+    closed_port = socket.create_server(("127.0.0.1", 0))
+    port = closed_port.getsockname()[1]
+    closed_port.close()
+    with pytest.raises(httpx.ConnectError) as refused:
+        _get(transport, f"http://127.0.0.1:{port}/ok", method="POST", body=b"{}")
+    assert type(classify_transport_error("POST", refused.value)) is RetryableError  # not sent
+    transport.close()
+
+
+def test_a_request_waits_for_a_slot_no_longer_than_the_pool_timeout(base: str) -> None:
+    transport = StdlibTransport(max_connections=1)
+
+    def hold() -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            _get(transport, f"{base}/slow")
+
+    busy = threading.Thread(target=hold, daemon=True)
+    busy.start()
+    time.sleep(0.1)
+    with pytest.raises(httpx.PoolTimeout) as waited:
+        _get(transport, f"{base}/ok", method="POST", body=b"{}")
+    assert type(classify_transport_error("POST", waited.value)) is RetryableError
+    busy.join()
+    transport.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        _get(transport, f"{base}/ok")
+
+
+def test_the_client_over_real_http_takes_the_stdlib_path() -> None:
+    with serve_in_thread(SandboxApp()) as server, build_http(server.url) as http:
+        assert isinstance(http._transport_for_url(http.base_url), StdlibTransport)
+        client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
+        card = http.post("/_sandbox/cards", json={"count": 1}).json()["cardnumbers"][0]
+        request = load_request(card, 700, merchantRef="transport-test")
+        created = client.create(CreateSmartTransaction.model_validate(request))
+        assert client.start(created.id, "cash").status == "ok"
+        assert [tx.id for tx in client.find_by_merchant_ref("transport-test")] == [created.id]
+
+
+def test_a_proxy_from_the_environment_keeps_httpx_own_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with build_http("https://connect.secucard.com") as http:
+        client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
+        assert isinstance(client._transport, httpx.HTTPTransport)
+        assert client._wire is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    with build_http("https://connect.secucard.com") as http:
+        client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
+        assert isinstance(client._wire, StdlibTransport)
