@@ -12,16 +12,18 @@ matches other keys) is looked up alone.
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
-from cardload.secuconnect import SmartTransaction
+from cardload.secuconnect import PermanentError, SmartTransaction
 
 Search = Callable[[Sequence[str]], dict[str, list[SmartTransaction]]]
 
 MAX_KEYS = 20  # per search
-MAX_QUERY_CHARS = 1500  # of keys per search: the query travels in the URL
+# The query travels in the URL, percent-encoded: 4,000 characters of it keeps the request
+# line well inside the 8 KB many gateways allow. A longer key is searched alone.
+MAX_QUERY_CHARS = 4000
 
 
 class _Waiter:
@@ -83,25 +85,39 @@ class MerchantRefLookups:
         batch: list[_Waiter] = []
         chars = 0
         for waiter in self._pending:
-            if batch and (len(batch) >= MAX_KEYS or chars + len(waiter.key) > MAX_QUERY_CHARS):
+            size = _query_chars(waiter.key)
+            if batch and (len(batch) >= MAX_KEYS or chars + size > MAX_QUERY_CHARS):
                 break
             batch.append(waiter)
-            chars += len(waiter.key)
+            chars += size
         del self._pending[: len(batch)]
         return batch
 
     def _answer(self, batch: list[_Waiter]) -> None:
         try:
             found = self._search([waiter.key for waiter in batch])
-        except BaseException as exc:
+        except PermanentError as exc:
+            if len(batch) == 1:
+                self._fail(batch, exc)
+                return
+            # A refusal may be one key's doing (one that matches too much): each alone,
+            # so that only its own job sees it. A failure of the API itself is not
+            # repeated key by key.
             for waiter in batch:
-                waiter.error = _own_copy(exc)
-                self._finish(waiter)
+                self._answer([waiter])
+            return
+        except BaseException as exc:
+            self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise  # the process is going down
             return
         for waiter in batch:
             waiter.result = found.get(waiter.key, [])
+            self._finish(waiter)
+
+    def _fail(self, batch: list[_Waiter], exc: BaseException) -> None:
+        for waiter in batch:
+            waiter.error = _own_copy(exc)
             self._finish(waiter)
 
     @staticmethod
@@ -112,10 +128,14 @@ class MerchantRefLookups:
 
 def _own_copy(exc: BaseException) -> BaseException:
     """Each caller raises its own copy: one exception object raised in many threads
-    would gather all their tracebacks."""
-    try:
-        own = copy.copy(exc).with_traceback(None)
-    except Exception:
-        return exc
+    would gather all their tracebacks. Made without calling ``__init__`` (whose
+    arguments an exception need not keep)."""
+    own = type(exc).__new__(type(exc), *exc.args)
+    own.__dict__.update(exc.__dict__)
     own.__cause__, own.__context__ = exc.__cause__, exc.__context__
     return own
+
+
+def _query_chars(key: str) -> int:
+    """What a key adds to the search's query in the URL, percent-encoded."""
+    return len(quote(f'{{merchantRef:""}} OR {key}', safe=""))

@@ -25,6 +25,7 @@ from cardload.secuconnect.errors import (
     SecuconnectError,
 )
 from cardload.secuconnect.models import ApiErrorBody
+from cardload.secuconnect.transport import RequestNotSent
 
 MAX_RETRY_AFTER_S = 3600.0
 # 408 Request Timeout: a proxy gave up waiting, possibly after forwarding the request.
@@ -73,7 +74,9 @@ def classify_transport_error(method: str, exc: httpx.RequestError) -> Secuconnec
     """A request that got no usable HTTP response (none at all, or one that could not be
     decoded)."""
     name = type(exc).__name__
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(
+        exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | RequestNotSent
+    ):
         return RetryableError(f"{method} not sent: {name}")
     if method == "POST":
         return AmbiguousError(f"{method} sent, response lost: {name}")
@@ -91,13 +94,15 @@ def classify_response(
         return RateLimitedError(
             message, retry_after_s=parse_retry_after(retry_after), api_error=api_error
         )
-    if status < 400 or status in _RETRYABLE_4XX:
+    if 200 <= status < 400 or status in _RETRYABLE_4XX:
         # A redirect is not the API's answer (a gateway sending us elsewhere, a
         # maintenance page): nothing was processed where we sent it.
         return RetryableError(message, http_status=status, api_error=api_error)
     # A 4xx without the API's error body came from something in front of the API (a
     # firewall, a proxy): not the API's refusal, never a reason to give a job up.
-    if status >= 500 or status in _MAYBE_PROCESSED_4XX or api_error is None:
+    # A final 1xx (interim answers are skipped; 101 switches protocols): the request
+    # was received, and what became of it is unknown.
+    if status >= 500 or status < 200 or status in _MAYBE_PROCESSED_4XX or api_error is None:
         if method == "POST":
             return AmbiguousError(message, http_status=status, api_error=api_error)
         return RetryableError(message, http_status=status, api_error=api_error)

@@ -106,26 +106,34 @@ class SecuconnectClient:
     # --- Smart Transactions ----------------------------------------------------
 
     def create(self, request: CreateSmartTransaction) -> SmartTransaction:
-        return self._transaction("POST", TRANSACTIONS, body=request.to_wire())
+        tx = self._transaction("POST", TRANSACTIONS, body=request.to_wire())
+        if tx.merchant_ref is not None and tx.merchant_ref != request.merchant_ref:
+            # Another request's answer (a connection out of step): what ours did is unknown.
+            raise AmbiguousError("POST answered with a transaction for another merchantRef")
+        return tx
 
     def get(self, transaction_id: str) -> SmartTransaction:
-        return self._transaction("GET", f"{TRANSACTIONS}/{transaction_id}")
+        return self._transaction("GET", f"{TRANSACTIONS}/{transaction_id}", of=transaction_id)
 
     def start(self, transaction_id: str, payment_method: str | None) -> SmartTransaction:
         """Pay (``/start/{payment_method}``, :data:`methods.START_METHODS`); ``None`` only
         after :meth:`prepare`, which chose the method (a bare ``/start``)."""
         path = f"{TRANSACTIONS}/{transaction_id}/start"
-        return self._transaction("POST", f"{path}/{payment_method}" if payment_method else path)
+        return self._transaction(
+            "POST", f"{path}/{payment_method}" if payment_method else path, of=transaction_id
+        )
 
     def prepare(self, transaction_id: str, payment_method: str) -> SmartTransaction:
         """Authorise a payment (``/prepare/{payment_method}``, :data:`methods.PREPARE_METHODS`)
         for a bare start to capture."""
         return self._transaction(
-            "POST", f"{TRANSACTIONS}/{transaction_id}/prepare/{payment_method}"
+            "POST", f"{TRANSACTIONS}/{transaction_id}/prepare/{payment_method}", of=transaction_id
         )
 
     def cancel(self, transaction_id: str) -> SmartTransaction:
-        return self._transaction("POST", f"{TRANSACTIONS}/{transaction_id}/cancel")
+        return self._transaction(
+            "POST", f"{TRANSACTIONS}/{transaction_id}/cancel", of=transaction_id
+        )
 
     def search(
         self,
@@ -159,8 +167,8 @@ class SecuconnectClient:
         The search language has wildcards and no documented escape, so a key holding
         ``*`` or ``?`` matches other keys too: ``*`` is searched as ``?`` (one character,
         not any run), every page is read, and only exact matches are kept. The order is
-        asked for (``sort=created:asc``); the API's default is not documented. When the
-        keys together match more than a lookup reads, each is looked up alone."""
+        asked for (``sort=created:asc``); the API's default is not documented. Keys that
+        together match more than ``PAGE * MAX_PAGES`` are a :class:`PermanentError`."""
         refs = list(dict.fromkeys(merchant_refs))
         terms = [f'merchantRef:"{_search_pattern(ref)}"' for ref in refs]
         q = terms[0] if len(terms) == 1 else " OR ".join(f"{{{term}}}" for term in terms)
@@ -175,11 +183,10 @@ class SecuconnectClient:
             if not page.data or offset >= page.count:
                 return found
             if offset >= PAGE * MAX_PAGES:
-                if len(refs) > 1:
-                    return {ref: self.find_by_merchant_ref(ref) for ref in refs}
+                which = f"merchantRef {refs[0]!r} matches" if len(refs) == 1 else "keys match"
                 raise PermanentError(
-                    f"merchantRef {refs[0]!r} matches {page.count} transactions in the "
-                    "API's search: too many to look through; use a key without * or ?"
+                    f"{which} {page.count} transactions in the API's search: too many to "
+                    "look through; use keys without * or ?"
                 )
 
     # --- plumbing ----------------------------------------------------------------
@@ -198,8 +205,16 @@ class SecuconnectClient:
     ) -> None:
         self.close()
 
-    def _transaction(self, method: str, path: str, **kw: Any) -> SmartTransaction:
-        return self._parse(method, SmartTransaction, self._call(method, path, **kw))
+    def _transaction(
+        self, method: str, path: str, of: str | None = None, **kw: Any
+    ) -> SmartTransaction:
+        tx = self._parse(method, SmartTransaction, self._call(method, path, **kw))
+        if of is not None and tx.id != of:
+            # Another request's answer (a connection out of step), never to be taken for
+            # this one's: for a POST, what ours did is unknown.
+            error = AmbiguousError if method == "POST" else RetryableError
+            raise error(f"{method} for {of} answered with {tx.id}")
+        return tx
 
     @staticmethod
     def _parse(method: str, model: type[_M], body: bytes) -> _M:

@@ -14,6 +14,7 @@ do not become a hundred failing fetches.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +50,9 @@ class Credentials:
         return f"Credentials(client_id={self.client_id!r}, client_secret=**********)"
 
 
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
+
+
 def fetch_token(http: httpx.Client, credentials: Credentials) -> OAuthToken:
     """POST /oauth/token with grant_type client_credentials."""
     form = {
@@ -63,11 +67,19 @@ def fetch_token(http: httpx.Client, credentials: Credentials) -> OAuthToken:
         raise TokenUnavailableError(f"token request failed: {type(exc).__name__}") from exc
     if response.status_code == 200:
         try:
-            return OAuthToken.model_validate_json(response.content)
+            token = OAuthToken.model_validate_json(response.content)
         except ValidationError as exc:
             raise TokenUnavailableError(
                 "token endpoint answered 200 with an unreadable body", http_status=200
             ) from exc
+        if not _B64TOKEN.fullmatch(token.access_token.get_secret_value()):
+            # It could not be sent (a line break, a space), and an error that quoted the
+            # header would carry it into logs.
+            raise TokenUnavailableError(
+                "token endpoint answered a token a Bearer header cannot carry (RFC 6750)",
+                http_status=200,
+            )
+        return token
     raise _token_error(response)
 
 

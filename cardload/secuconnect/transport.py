@@ -20,11 +20,48 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 
 _Origin = tuple[str, str, int]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class RequestNotSent(httpx.LocalProtocolError):
+    """The request could not be written at all (a header or the URL holds characters
+    HTTP does not allow): nothing left this process. Its message never quotes the
+    value, which may be a token."""
+
+
+_MAX_INTERIM = 16  # 1xx answers skipped before the final one; more is a broken server
+_MAX_LINE = 65536  # as http.client allows
+_MAX_HEADERS = 100  # as http.client allows
+
+
+class _Response(http.client.HTTPResponse):
+    """``http.client`` skips only ``100 Continue``; every other interim answer (``102``,
+    ``103 Early Hints``) it would take for the final one, empty, and leave the real
+    answer on the connection for the next request to read as its own. Skip them all,
+    as h11 does (``101`` is final: the API never switches protocols)."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        read: Any = cast(Any, super())._read_status  # private, stable since Python 3.0
+        for _ in range(_MAX_INTERIM):
+            version, status, reason = read()
+            if not (100 < status < 200 and status != 101):
+                return version, status, reason
+            self._skip_headers()
+        raise http.client.HTTPException("too many interim (1xx) answers")
+
+    def _skip_headers(self) -> None:
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.fp.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise http.client.LineTooLong("interim header line")
+            if line in (b"\r\n", b"\n", b""):
+                return
+        raise http.client.HTTPException("too many headers in an interim answer")
 
 
 @dataclass(eq=False)
@@ -183,6 +220,7 @@ class StdlibTransport(httpx.BaseTransport):
             conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.response_class = _Response
         try:
             conn.connect()
         except TimeoutError as exc:
@@ -207,11 +245,15 @@ def _exchange(
     connection may be used again."""
     assert h.sock is not None
     try:
-        h.sock.settimeout(timeouts.get("write"))
         # skip_host: the headers carry Host. Accept-Encoding is the caller's to send.
         h.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         for name, value in headers:
             h.putheader(name, value)
+    except (ValueError, http.client.HTTPException):
+        # Nothing written yet. ValueError's message would quote the value (a token).
+        raise RequestNotSent("request not sent: a header or the URL is not valid HTTP") from None
+    try:
+        h.sock.settimeout(timeouts.get("write"))
         h.endheaders(body)
     except TimeoutError as exc:
         raise httpx.WriteTimeout(str(exc) or "write timed out") from exc
@@ -231,7 +273,9 @@ def _exchange(
         ) from exc
     except OSError as exc:
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-    return Answer(response.status, response.getheaders(), content), not response.will_close
+    # A final 1xx (101) leaves the connection in another protocol: never reuse it.
+    reusable = response.status >= 200 and not response.will_close
+    return Answer(response.status, response.getheaders(), content), reusable
 
 
 def origin_of(url: httpx.URL) -> _Origin:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import pytest
 import redis
 
 from cardload.jobs import CardLoadJob
@@ -15,7 +16,14 @@ from cardload.pipeline.lookups import MAX_KEYS, MerchantRefLookups
 from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
 from cardload.sandbox import GIFT_CARD, SandboxApp, SandboxTransport
-from cardload.secuconnect import RetryableError, SecuconnectClient, SmartTransaction
+from cardload.secuconnect import (
+    PermanentError,
+    RateLimitedError,
+    RetryableError,
+    SecuconnectClient,
+    SecuconnectError,
+    SmartTransaction,
+)
 from tests.support import make_settings
 
 
@@ -55,7 +63,7 @@ def _ask_at_once(lookups: MerchantRefLookups, search: SlowSearch, keys: list[str
         asked[key] = search.started()
         try:
             got[key] = [tx.id for tx in lookups.find(key)]
-        except RetryableError as exc:
+        except SecuconnectError as exc:
             got[key] = exc
 
     threads = [threading.Thread(target=ask, args=(key,)) for key in keys]
@@ -176,3 +184,44 @@ def test_concurrent_creates_adopt_only_their_own_lost_transactions(
     finally:
         pipeline.leases.stop()
         pipeline.client.close()
+
+
+def test_a_key_the_api_refuses_fails_alone_not_its_whole_search() -> None:
+    """One key matching too much (or refused) is a PermanentError: the others of its
+    search are looked up again alone, and only its own caller sees the refusal."""
+
+    class Picky(SlowSearch):
+        def __call__(self, keys: Sequence[str]) -> dict[str, list[SmartTransaction]]:
+            if "hot" in keys:
+                with self.lock:
+                    self.searches.append(list(keys))
+                time.sleep(self.delay_s)
+                raise PermanentError("merchantRef 'hot' matches 2001 transactions")
+            return super().__call__(keys)
+
+    search = Picky()
+    lookups = MerchantRefLookups(search)
+    keys = ["first", "hot", "order-1", "order-2", "order-3"]
+    got = _ask_at_once(lookups, search, keys)["got"]
+    assert isinstance(got["hot"], PermanentError)
+    assert {key: got[key] for key in keys if key != "hot"} == {
+        key: [f"STX_{key}"] for key in keys if key != "hot"
+    }
+
+
+def test_each_caller_raises_its_own_copy_of_a_shared_failure() -> None:
+    error = RateLimitedError("search answered 429", retry_after_s=7.0)
+    error.__cause__ = ValueError("cause")
+
+    def search(keys: Sequence[str]) -> dict[str, list[SmartTransaction]]:
+        raise error
+
+    lookups = MerchantRefLookups(search)
+    raised = []
+    for key in ("a", "b"):
+        with pytest.raises(RateLimitedError) as caught:
+            lookups.find(key)
+        raised.append(caught.value)
+    assert raised[0] is not raised[1] and error not in raised
+    assert all(r.retry_after_s == 7.0 and str(r) == str(error) for r in raised)
+    assert all(isinstance(r.__cause__, ValueError) for r in raised)

@@ -19,6 +19,7 @@ from cardload.secuconnect.classify import (
     classify_transport_error,
     parse_retry_after,
 )
+from cardload.secuconnect.transport import RequestNotSent
 
 API_ERROR = json.dumps(
     {
@@ -58,6 +59,9 @@ HTML = b"<html><body>502 Bad Gateway</body></html>"
         ("GET", 404, b"", RetryableError),
         ("POST", 302, b"", RetryableError),
         ("GET", 301, HTML, RetryableError),
+        # A final 1xx (interim answers are skipped): received, outcome unknown.
+        ("POST", 101, b"", AmbiguousError),
+        ("GET", 101, b"", RetryableError),
     ],
 )
 def test_response_table(
@@ -92,6 +96,8 @@ def test_proxy_html_is_named() -> None:
         (httpx.ReadError("reset"), "POST", AmbiguousError),
         (httpx.RemoteProtocolError("closed"), "POST", AmbiguousError),
         (httpx.ReadTimeout("lost"), "GET", RetryableError),
+        (RequestNotSent("bad header"), "POST", RetryableError),
+        (httpx.LocalProtocolError("after the headers"), "POST", AmbiguousError),
     ],
 )
 def test_transport_table(

@@ -106,3 +106,10 @@ def test_a_failed_fetch_is_not_repeated_until_the_backoff_passed() -> None:
     now[0] = 3.0
     assert tokens.token() == "t1"
     assert calls == [0.0, 1.0, 3.0] and tokens.failures == 0 and tokens.fetches == 1
+
+
+@pytest.mark.parametrize("token", ["tok-0123\n", "tok 0123", "tok\r\nX-Evil: 1", "töken"])
+def test_a_token_a_bearer_header_cannot_carry_is_refused_unquoted(token: str) -> None:
+    error = fetch_with(httpx.Response(200, json={"access_token": token, "expires_in": 600}))
+    assert "RFC 6750" in str(error)
+    assert "tok" not in str(error).replace("token", "") and error.__cause__ is None

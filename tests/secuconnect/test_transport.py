@@ -7,7 +7,7 @@ import gzip
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -25,7 +25,7 @@ from cardload.secuconnect import (
     fetch_token,
 )
 from cardload.secuconnect.classify import classify_transport_error
-from cardload.secuconnect.transport import StdlibTransport, origin_of
+from cardload.secuconnect.transport import RequestNotSent, StdlibTransport, origin_of
 from tests.support import CREDENTIALS, load_request
 
 TIMEOUTS = {"connect": 2.0, "read": 0.5, "write": 2.0, "pool": 0.3}
@@ -243,3 +243,85 @@ def test_a_proxy_from_the_environment_keeps_httpx_own_transport(
     with build_http("https://connect.secucard.com") as http:
         client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
         assert isinstance(client._wire, StdlibTransport)
+
+
+def _raw_server(answer: Callable[[bytes, socket.socket], None]) -> tuple[str, socket.socket]:
+    """A server that reads each request line and lets ``answer`` write raw bytes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handle(conn: socket.socket) -> None:
+        f = conn.makefile("rb")
+        while line := f.readline():
+            length = 0
+            while (header := f.readline()) not in (b"\r\n", b""):
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":")[1])
+            f.read(length)
+            answer(line, conn)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", listener
+
+
+def test_interim_answers_are_skipped_and_never_taken_for_the_next_request() -> None:
+    def answer(line: bytes, conn: socket.socket) -> None:
+        if line.startswith(b"POST"):
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.js>; rel=preload\r\n\r\n")
+            conn.sendall(b"HTTP/1.1 102 Processing\r\n\r\n")
+            time.sleep(0.2)  # the final answer comes later
+            conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\npost")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget")
+
+    url, listener = _raw_server(answer)
+    transport = StdlibTransport(max_connections=1)  # one connection: any desync would show
+    posted = _get(transport, f"{url}/tx", method="POST", body=b"{}")
+    assert (posted.status, posted.content) == (201, b"post")
+    assert [_get(transport, f"{url}/tx/{i}").content for i in range(3)] == [b"get"] * 3
+    transport.close()
+    listener.close()
+
+
+def test_a_header_http_cannot_carry_is_not_sent_and_not_quoted(base: str) -> None:
+    transport = StdlibTransport()
+    parsed = httpx.URL(f"{base}/ok")
+    with pytest.raises(RequestNotSent) as refused:
+        transport.exchange(
+            "POST",
+            origin_of(parsed),
+            "/ok",
+            headers=[(b"Host", parsed.netloc), (b"Authorization", b"Bearer SEKRIT-0123\n")],
+            body=None,
+            timeouts=TIMEOUTS,
+        )
+    assert "SEKRIT" not in str(refused.value) and refused.value.__cause__ is None
+    assert type(classify_transport_error("POST", refused.value)) is RetryableError  # not sent
+    assert _get(transport, f"{base}/ok").status == 200  # the pool is fine afterwards
+    transport.close()
+
+
+def test_an_answer_for_another_transaction_is_never_taken_for_ours() -> None:
+    other = "STX_" + "B" * 30
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            return httpx.Response(200, json={"access_token": "tok", "expires_in": 600})
+        return httpx.Response(
+            200, json={"object": "smart.transactions", "id": other, "status": "ok"}
+        )
+
+    with build_http("http://x", transport=httpx.MockTransport(handler)) as http:
+        client = SecuconnectClient(http, MemoryTokenSource(lambda: fetch_token(http, CREDENTIALS)))
+        ours = "STX_" + "A" * 30
+        with pytest.raises(RetryableError, match="answered with STX_B"):
+            client.get(ours)
+        with pytest.raises(AmbiguousError, match="answered with STX_B"):
+            client.start(ours, "cash")

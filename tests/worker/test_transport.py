@@ -145,4 +145,8 @@ def test_a_worker_killed_with_acks_due_gets_them_delivered_again(
         channel: Any = other.default_channel
         channel.qos.restore_visible(interval=1)
         with other.SimpleQueue(queue.name) as again:
-            assert again.get(timeout=5).payload == {"n": 0}
+            redelivered = again.get(timeout=5)
+            assert redelivered.payload == {"n": 0}
+            redelivered.ack()
+    message.channel.qos._take_acks()  # the "killed" one's: gone with it
+    conn.close()
