@@ -1,13 +1,15 @@
 """The merchantRef lookups of a worker process's create steps, several in one search.
 
 Every create looks its key up first (steps.py says why), which would make it three API
-calls per card load where a bare chain makes two. Creates that ask while a lookup is
-in flight wait for it to answer and then go together in the next search
-(``{merchantRef:"a"} OR {merchantRef:"b"}``), as a database groups the commits that
-arrive during a flush: one at a time costs one search each, as before, and no one
-waits for a timer. A caller's key is only ever in a search sent after it asked, so
-the answer is as fresh as a lookup of its own. A key with ``*`` or ``?`` (which
-matches other keys) is looked up alone.
+calls per card load where a bare chain makes two. At most ``MAX_IN_FLIGHT`` searches
+are sent at once; creates that ask while they are all in flight wait for one to
+answer and then go together in the next search (``{merchantRef:"a"} OR
+{merchantRef:"b"}``), as a database groups the commits that arrive during a flush.
+One at a time, each lookup is its own search, sent at once: no one waits for a timer.
+A caller's key is only ever in a search sent after it asked, so the answer is as
+fresh as a lookup of its own. A key with ``*`` or ``?`` (which matches other keys) is
+looked up alone, and so is each key of a search the API refused (one key may have
+been the cause).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cardload.secuconnect import PermanentError, SmartTransaction
 Search = Callable[[Sequence[str]], dict[str, list[SmartTransaction]]]
 
 MAX_KEYS = 20  # per search
+MAX_IN_FLIGHT = 2  # searches at once; more callers wait and go together
 # The query travels in the URL, percent-encoded: 4,000 characters of it keeps the request
 # line well inside the 8 KB many gateways allow. A longer key is searched alone.
 MAX_QUERY_CHARS = 4000
@@ -41,11 +44,14 @@ class _Waiter:
 class MerchantRefLookups:
     """Thread-safe: one per process, shared by every step."""
 
-    def __init__(self, search: Search) -> None:
+    def __init__(self, search: Search, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._search = search
+        self._max_in_flight = max_in_flight
         self._lock = threading.Lock()
+        # Waiters wait only while every slot is taken: a slot that frees goes to the
+        # first of them, so a new caller that finds a free slot finds no one waiting.
         self._pending: list[_Waiter] = []
-        self._busy = False  # a thread is sending a search
+        self._in_flight = 0  # threads sending a search
 
     def find(self, key: str) -> list[SmartTransaction]:
         """The transactions whose merchantRef is exactly ``key``, oldest first."""
@@ -54,8 +60,9 @@ class MerchantRefLookups:
         me = _Waiter(key)
         with self._lock:
             self._pending.append(me)
-            me.lead = not self._busy
-            self._busy = True
+            me.lead = self._in_flight < self._max_in_flight
+            if me.lead:
+                self._in_flight += 1
         if not me.lead:
             me.woken.wait()
         if not me.done:
@@ -79,7 +86,7 @@ class MerchantRefLookups:
                     successor.lead = True
                     successor.woken.set()
                 else:
-                    self._busy = False
+                    self._in_flight -= 1
 
     def _take(self) -> list[_Waiter]:
         batch: list[_Waiter] = []
