@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -55,9 +56,11 @@ class SlowSearch:
         }
 
 
-def _ask_at_once(lookups: MerchantRefLookups, search: SlowSearch, keys: list[str]) -> dict:  # type: ignore[type-arg]
+def _ask_at_once(
+    lookups: MerchantRefLookups, search: SlowSearch, keys: list[str]
+) -> dict[str, dict[str, Any]]:
     asked: dict[str, int] = {}
-    got: dict[str, object] = {}
+    got: dict[str, Any] = {}
 
     def ask(key: str) -> None:
         asked[key] = search.started()
@@ -176,7 +179,8 @@ def test_concurrent_creates_adopt_only_their_own_lost_transactions(
         assert all(isinstance(outcome, Continue) for outcome in outcomes.values()), outcomes
         records = {job_id: pipeline.store.load(job_id) for job_id in jobs}
         for job_id, tx_id in lost.items():
-            assert records[job_id] is not None and records[job_id].transaction_id == tx_id  # type: ignore[union-attr]
+            record = records[job_id]
+            assert record is not None and record.transaction_id == tx_id
         tx_ids = {r.transaction_id for r in records.values() if r is not None}
         assert len(tx_ids) == 20  # one each, none shared, none made twice
         searches = app.requests["list"] - searches_before

@@ -25,7 +25,7 @@ from cardload.secuconnect import (
     fetch_token,
 )
 from cardload.secuconnect.classify import classify_transport_error
-from cardload.secuconnect.transport import RequestNotSent, StdlibTransport, origin_of
+from cardload.secuconnect.transport import Answer, RequestNotSent, StdlibTransport, origin_of
 from tests.support import CREDENTIALS, load_request
 
 TIMEOUTS = {"connect": 2.0, "read": 0.5, "write": 2.0, "pool": 0.3}
@@ -107,7 +107,9 @@ def base() -> Iterator[str]:
         yield url
 
 
-def _get(transport: StdlibTransport, url: str, method: str = "GET", body: bytes | None = None):  # type: ignore[no-untyped-def]
+def _get(
+    transport: StdlibTransport, url: str, method: str = "GET", body: bytes | None = None
+) -> Answer:
     parsed = httpx.URL(url)
     headers = [(b"Host", parsed.netloc)]
     if body is not None:
@@ -145,6 +147,7 @@ def test_an_idle_connection_closed_by_the_server_is_detected_before_reuse() -> N
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     accepted: list[int] = []
+    closed = threading.Event()
 
     def serve() -> None:
         for _ in range(2):
@@ -153,12 +156,14 @@ def test_an_idle_connection_closed_by_the_server_is_detected_before_reuse() -> N
             conn.recv(65536)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             conn.close()
+            closed.set()
 
     threading.Thread(target=serve, daemon=True).start()
     transport = StdlibTransport()
     url = f"http://127.0.0.1:{port}/x"
     assert _get(transport, url).content == b"ok"
-    time.sleep(0.1)  # the server's FIN arrives
+    assert closed.wait(5)
+    time.sleep(0.05)  # for its FIN to cross the loopback
     assert _get(transport, url).content == b"ok"
     assert accepted == [1, 1]
     listener.close()
