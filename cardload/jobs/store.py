@@ -309,6 +309,19 @@ class JobStore:
             out += [_record({text(k): text(v) for k, v in raw.items()}, h) for raw, h in pairs]
         return out
 
+    def keys_to_look_up(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The idempotency keys of those jobs that have no transaction yet, one round
+        trip (the spec parsed as a claim will parse it: the claim then finds it cached)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        out: dict[str, str] = {}
+        for job_id, raw in zip(job_ids, pipe.execute(), strict=True):
+            f = {text(k): text(v) for k, v in raw.items()}
+            if f and not f.get("transaction_id"):
+                out[job_id] = _job(_spec(f)).idempotency_key
+        return out
+
     def server_time(self) -> float:
         """Redis's clock (unix seconds): the one every lease and progress score uses."""
         seconds, micros = self.redis.time()

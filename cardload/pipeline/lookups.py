@@ -92,7 +92,7 @@ class MerchantRefLookups:
         batch: list[_Waiter] = []
         chars = 0
         for waiter in self._pending:
-            size = _query_chars(waiter.key)
+            size = query_chars(waiter.key)
             if batch and (len(batch) >= MAX_KEYS or chars + size > MAX_QUERY_CHARS):
                 break
             batch.append(waiter)
@@ -143,6 +143,6 @@ def _own_copy(exc: BaseException) -> BaseException:
     return own
 
 
-def _query_chars(key: str) -> int:
+def query_chars(key: str) -> int:
     """What a key adds to the search's query in the URL, percent-encoded."""
     return len(quote(f'{{merchantRef:""}} OR {key}', safe=""))

@@ -47,6 +47,7 @@ from cardload.observability import bind_job, get_logger, mask_text
 from cardload.pipeline.backoff import backoff_delay_s
 from cardload.pipeline.lookups import MerchantRefLookups
 from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
+from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request, transaction_mismatch
 from cardload.pipeline.results import announcement, failed_event, load_result, succeeded_event
 from cardload.secuconnect import (
@@ -107,9 +108,11 @@ class Pipeline:
     settings: Settings
     uniform: Callable[[], float] = field(default=random.random)
     lookups: MerchantRefLookups = field(init=False)
+    prefetch: LookupPrefetch = field(init=False)
 
     def __post_init__(self) -> None:
         self.lookups = MerchantRefLookups(self.client.find_by_merchant_refs)
+        self.prefetch = LookupPrefetch(self.store, self.client.find_by_merchant_refs)
 
     # --- entry points (one per task) ---------------------------------------------------
 
@@ -140,7 +143,12 @@ class Pipeline:
         )
         looked_up = False
         try:
-            tx, foreign = self._find_created(record.job) if doubt else (None, None)
+            # Looked up while the message waited, on a first attempt without doubt
+            # (prefetch.py says why that is enough); otherwise now.
+            first = claim.attempt == 1 and not record.reconcile
+            wait_s = self.settings.secuconnect.read_timeout_s
+            ahead = self.prefetch.take(record.job.job_id, wait_s) if first else None
+            tx, foreign = self._find_created(record.job, ahead) if doubt else (None, None)
             looked_up = doubt
             if tx is None and foreign is not None:
                 raise KeyConflictError(foreign)
@@ -166,7 +174,9 @@ class Pipeline:
         )
         return Continue("start")
 
-    def _find_created(self, job: CardLoadJob) -> tuple[SmartTransaction | None, str | None]:
+    def _find_created(
+        self, job: CardLoadJob, ahead: list[SmartTransaction] | None = None
+    ) -> tuple[SmartTransaction | None, str | None]:
         """The job's transaction, if an earlier create made one, and else what holds its
         key at the API for other content (a conflict), if anything. Each candidate is
         read (a search index may lag behind a start) and must be for the job's card and
@@ -174,7 +184,8 @@ class Pipeline:
         or in a status we do not know wins over one still created. The others are never
         started."""
         key = job.idempotency_key
-        listed = [tx for tx in self.lookups.find(key) if tx.merchant_ref == key]
+        listed = ahead if ahead is not None else self.lookups.find(key)
+        listed = [tx for tx in listed if tx.merchant_ref == key]
         found = [tx for tx in map(self._reread, listed) if tx and not is_failed(tx.status)]
         ours = [tx for tx in found if transaction_mismatch(job, tx) is None]
         foreign = {tx.id: transaction_mismatch(job, tx) for tx in found if tx not in ours}

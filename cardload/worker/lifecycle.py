@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import bootsteps
-from celery.signals import celeryd_init, setup_logging, worker_ready
+from celery.signals import celeryd_init, setup_logging, task_received, worker_ready
 
 from cardload.config import Settings, SettingsError
 from cardload.jobs import keys
+from cardload.jobs.routing import TASK_NAMES
 from cardload.observability import configure_logging, get_logger
 from cardload.tasks.card_load import TASK_EVENTS
 from cardload.worker.sweeper import start_sweeper
@@ -76,9 +77,25 @@ def _start_worker(app: CardloadApp) -> None:
         _forget_shared_token(settings)
         start_sweeper(app, settings)
 
-    app.signal_hooks += [logging_setup, ready]
+    def received(sender: Any = None, request: Any = None, **_: Any) -> None:
+        if (
+            request is not None
+            and request.name == TASK_NAMES["create"]
+            and not request.eta  # a retry: it looks up for itself, fresh
+            and getattr(sender, "app", None) is app
+            and type(getattr(sender, "pool", None)).__module__ in _POOLS_IN_PROCESS
+        ):
+            app.pipeline().prefetch.submit(request.args[0])
+
+    app.signal_hooks += [logging_setup, ready, received]
     setup_logging.connect(logging_setup)
     worker_ready.connect(ready)
+    task_received.connect(received)
+
+
+# Pools whose tasks run in the consumer's process, so a lookup made there on receipt
+# is at hand when the task runs (a prefork child has a pipeline of its own).
+_POOLS_IN_PROCESS = ("celery.concurrency.thread", "celery.concurrency.solo")
 
 
 def _forget_shared_token(settings: Settings) -> None:

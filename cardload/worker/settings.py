@@ -44,7 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,  # state lives in the job record, not a result backend
         "task_serializer": "json",
         "accept_content": ["json"],
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": 2,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
