@@ -23,12 +23,15 @@ from collections.abc import Sequence
 
 from cardload.jobs.store import JobStore
 from cardload.observability import get_logger
-from cardload.pipeline.lookups import MAX_KEYS, MAX_QUERY_CHARS, Search, query_chars
+from cardload.pipeline.lookups import MAX_KEYS, MAX_QUERY_CHARS, TimedSearch, query_chars
 from cardload.secuconnect import SecuconnectError, SmartTransaction
 
 log = get_logger(__name__)
 
 MAX_KEPT = 4096  # answers waiting for their create; the oldest go first
+# Below this a search costs a create little wall time, and looking ahead costs CPU (a
+# read of the record, searches of fewer keys): the sandbox next door, not the real API.
+WORTH_S = 0.02
 GATHER_S = 0.005  # a batch of messages arrives within this; their lookups go as one
 MAX_AGE_S = 60.0  # an answer older than this is not used (the message waited long)
 
@@ -36,7 +39,7 @@ MAX_AGE_S = 60.0  # an answer older than this is not used (the message waited lo
 class LookupPrefetch:
     """Thread-safe; one background thread, started on the first :meth:`submit`."""
 
-    def __init__(self, store: JobStore, search: Search) -> None:
+    def __init__(self, store: JobStore, search: TimedSearch) -> None:
         self._store = store
         self._search = search
         self._lock = threading.Condition()
@@ -46,7 +49,10 @@ class LookupPrefetch:
         self._thread: threading.Thread | None = None
 
     def submit(self, job_id: str) -> None:
-        """Look ``job_id``'s key up soon (a create message for it was received)."""
+        """Look ``job_id``'s key up soon (a create message for it was received), unless
+        searches answer so fast that looking up on the create's path costs little."""
+        if self._search.typical_s < WORTH_S:
+            return
         with self._lock:
             self._wanted.append(job_id)
             self._unanswered.add(job_id)

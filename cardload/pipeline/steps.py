@@ -45,7 +45,7 @@ from cardload.jobs.routing import STEP_STATUSES, Step
 from cardload.jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from cardload.observability import bind_job, get_logger, mask_text
 from cardload.pipeline.backoff import backoff_delay_s
-from cardload.pipeline.lookups import MerchantRefLookups
+from cardload.pipeline.lookups import MerchantRefLookups, TimedSearch
 from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request, transaction_mismatch
@@ -111,8 +111,9 @@ class Pipeline:
     prefetch: LookupPrefetch = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lookups = MerchantRefLookups(self.client.find_by_merchant_refs)
-        self.prefetch = LookupPrefetch(self.store, self.client.find_by_merchant_refs)
+        search = TimedSearch(self.client.find_by_merchant_refs)
+        self.lookups = MerchantRefLookups(search)
+        self.prefetch = LookupPrefetch(self.store, search)
 
     # --- entry points (one per task) ---------------------------------------------------
 

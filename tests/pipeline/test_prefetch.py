@@ -14,6 +14,7 @@ from cardload.jobs import CardLoadJob, keys
 from cardload.jobs.store import JobStore
 from cardload.pipeline import Continue
 from cardload.pipeline import prefetch as prefetch_module
+from cardload.pipeline.lookups import TimedSearch
 from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
@@ -21,6 +22,13 @@ from cardload.sandbox import GIFT_CARD, SandboxApp, SandboxTransport
 from cardload.secuconnect import RetryableError, SmartTransaction
 from tests.services import wait_for
 from tests.support import make_settings
+
+
+def _slow(search: Search | TimedSearch) -> TimedSearch:
+    """As if searches took a real API's time: the lookahead is then worth it."""
+    timed = search if isinstance(search, TimedSearch) else TimedSearch(search)
+    timed.typical_s = 1.0
+    return timed
 
 
 class Search:
@@ -44,7 +52,7 @@ def _admit(real_redis: redis.Redis, key: str) -> str:
 
 def test_an_answer_looked_up_ahead_is_given_once(real_redis: redis.Redis) -> None:
     search = Search(delay_s=0.2)
-    ahead = LookupPrefetch(JobStore(real_redis), search)
+    ahead = LookupPrefetch(JobStore(real_redis), _slow(search))
     ids = [_admit(real_redis, f"order-{i}") for i in range(5)]
     for job_id in ids:
         ahead.submit(job_id)
@@ -60,13 +68,13 @@ def test_nothing_is_taken_after_a_failed_search_or_for_a_job_past_its_create(
     real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = JobStore(real_redis)
-    failing = LookupPrefetch(store, Search(fail=True))
+    failing = LookupPrefetch(store, _slow(Search(fail=True)))
     job_id = _admit(real_redis, "order-f")
     failing.submit(job_id)
     assert failing.take(job_id, wait_s=5) is None
 
     search = Search()
-    ahead = LookupPrefetch(store, search)
+    ahead = LookupPrefetch(store, _slow(search))
     created = _admit(real_redis, "order-c")
     real_redis.hset(keys.job(created), "transaction_id", "STX_" + "A" * 30)
     wild = _admit(real_redis, "order-*")
@@ -91,6 +99,7 @@ def test_a_first_attempt_uses_it_and_a_retry_looks_up_fresh(
     )
     secu = settings.secuconnect
     assert secu.contract_id and secu.device_id
+    _slow(pipeline.prefetch._search)
     try:
         job = CardLoadJob(idempotency_key="ahead-1", card_number=GIFT_CARD, amount_cents=100)
         job_id = pipeline.store.admit(job).job_id
@@ -119,3 +128,14 @@ def test_a_first_attempt_uses_it_and_a_retry_looks_up_fresh(
     finally:
         pipeline.leases.stop()
         pipeline.client.close()
+
+
+def test_no_lookahead_while_searches_answer_fast(real_redis: redis.Redis) -> None:
+    search = TimedSearch(Search())
+    ahead = LookupPrefetch(JobStore(real_redis), search)
+    assert search.typical_s == 0.0
+    search([])  # timed: next door
+    job_id = _admit(real_redis, "order-near")
+    ahead.submit(job_id)
+    assert ahead.take(job_id, wait_s=5) is None  # the create looks up for itself
+    assert search.typical_s < prefetch_module.WORTH_S
