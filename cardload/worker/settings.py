@@ -44,6 +44,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,  # state lives in the job record, not a result backend
         "task_serializer": "json",
         "accept_content": ["json"],
+        # Two messages per thread: a create waits for a thread with its merchantRef looked
+        # up meanwhile (pipeline/prefetch.py). Unacknowledged, so a crash loses none.
         "worker_prefetch_multiplier": 2,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
