@@ -223,3 +223,20 @@ def test_batch_file_through_the_cli(running: Stack, tmp_path: Path) -> None:
     tail = cli(running, "events", "tail", "--json")
     types = [json.loads(line)["type"] for line in tail.stdout.splitlines()]
     assert sorted(types) == ["card_load.failed", "card_load.succeeded", "card_load.succeeded"]
+
+
+def test_creates_looked_up_ahead_load_each_card_once(stack: Stack) -> None:
+    """Searches 40 ms away: the worker looks creates' keys up as their messages arrive
+    (pipeline/prefetch.py), several per search. Each job loads its card once."""
+    stack.faults({"kind": "slow", "endpoint": "list", "delay_ms": 40})
+    stack.start_worker()
+    # One first: its own lookup times the search, and the lookahead engages after it.
+    first = stack.finished(enqueue(stack, "ahead-first", amount_cents=99))
+    assert first.status is JobStatus.SUCCEEDED
+    ids = [enqueue(stack, f"ahead-{i}", amount_cents=100 + i) for i in range(24)]
+    for job_id in ids:
+        assert stack.finished(job_id).status is JobStatus.SUCCEEDED
+        assert len(stack.published(job_id)) == 1
+    assert sorted(e["amount_cents"] for e in stack.ledger()) == [99] + [100 + i for i in range(24)]
+    assert len(stack.sandbox.world.transactions) == 25
+    assert stack.sandbox.requests["list"] < 24  # several keys per search
