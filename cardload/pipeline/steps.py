@@ -113,7 +113,8 @@ class Pipeline:
     def __post_init__(self) -> None:
         search = TimedSearch(self.client.find_by_merchant_refs)
         self.lookups = MerchantRefLookups(search)
-        self.prefetch = LookupPrefetch(self.store, search)
+        always = self.settings.jobs.create_lookup == "always"
+        self.prefetch = LookupPrefetch(self.store, search, enabled=always)
 
     # --- entry points (one per task) ---------------------------------------------------
 

@@ -4,6 +4,7 @@ transaction, a key with wildcards, or an answer too old."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
@@ -139,3 +140,39 @@ def test_no_lookahead_while_searches_answer_fast(real_redis: redis.Redis) -> Non
     ahead.submit(job_id)
     assert ahead.take(job_id, wait_s=5) is None  # the create looks up for itself
     assert search.typical_s < prefetch_module.WORTH_S
+
+
+def test_a_failed_lookup_leaves_no_older_answer_behind(real_redis: redis.Redis) -> None:
+    search = Search()
+    ahead = LookupPrefetch(JobStore(real_redis), _slow(search))
+    job_id = _admit(real_redis, "order-twice")
+    ahead.submit(job_id)
+    wait_for(lambda: job_id not in ahead._unanswered, 5, "the first answer")
+    search.fail = True
+    ahead.submit(job_id)
+    assert ahead.take(job_id, wait_s=5) is None
+
+
+def test_no_thread_no_wait(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookahead that cannot run (its thread would not start, or died) makes no create
+    wait: each looks up for itself."""
+    ahead = LookupPrefetch(JobStore(real_redis), _slow(Search()))
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    job_id = _admit(real_redis, "order-nothread")
+    with pytest.raises(RuntimeError):
+        ahead.submit(job_id)
+    began = time.monotonic()
+    assert ahead.take(job_id, wait_s=5) is None
+    assert time.monotonic() - began < 1
+
+
+def test_off_unless_every_create_looks_up(real_redis: redis.Redis) -> None:
+    search = Search()
+    ahead = LookupPrefetch(JobStore(real_redis), _slow(search), enabled=False)  # after_doubt
+    job_id = _admit(real_redis, "order-off")
+    ahead.submit(job_id)
+    assert ahead.take(job_id, wait_s=5) is None and search.calls == []
