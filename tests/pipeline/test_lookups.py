@@ -72,7 +72,6 @@ def _ask_at_once(
     threads = [threading.Thread(target=ask, args=(key,)) for key in keys]
     for thread in threads:
         thread.start()
-        time.sleep(0.002)
     for thread in threads:
         thread.join(10)
     return {"asked": asked, "got": got}

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from cardload.cli.localstack import wait_for
 from cardload.sandbox import SandboxApp, serve_in_thread
 from cardload.secuconnect import (
     AmbiguousError,
@@ -215,7 +216,7 @@ def test_a_request_waits_for_a_slot_no_longer_than_the_pool_timeout(base: str) -
 
     busy = threading.Thread(target=hold, daemon=True)
     busy.start()
-    time.sleep(0.1)
+    wait_for(lambda: Script.connections, 5, "the one slot to be taken")  # connected: held
     with pytest.raises(httpx.PoolTimeout) as waited:
         _get(transport, f"{base}/ok", method="POST", body=b"{}")
     assert type(classify_transport_error("POST", waited.value)) is RetryableError
