@@ -28,6 +28,8 @@ REDACTED = "**********"
 
 def mask_card_number(number: str) -> str:
     """First six and last four digits, as PCI DSS allows: 9276004424644352 -> 927600******4352."""
+    if number.isascii() and number.isdigit() and len(number) >= 13:  # usual: no regex
+        return f"{number[:6]}{'*' * (len(number) - 10)}{number[-4:]}"
     digits = sum(c.isdigit() for c in number)
     if digits < 13:
         return "*" * len(number)

@@ -5,10 +5,11 @@ plus the event.
 
 The ``task-sent`` event's fields are returned instead of published: the caller sends
 them buffered, many per event message, as a worker sends its own task events. The
-message is Celery's own (``create_task_message``, ``send_task_message``: protocol 2,
-the app's serializer, publish retry policy and publish signals); the queue must have
-been declared (a worker declares the queue it consumes; producers declare it once
-per batch).
+message is Celery's own (``create_task_message``: protocol 2, the app's serializer);
+:func:`publish_step` sends it with ``send_task_message`` (publish retry policy and
+publish signals), a producer's batch may push it into a Redis broker's lists itself
+(``cardload.worker.redis_broker``). The queue must have been declared (a worker
+declares the queue it consumes; producers declare it once per batch).
 """
 
 from __future__ import annotations
@@ -33,30 +34,23 @@ _UNSET_OPTIONAL = (
 )
 
 
-def publish_step(
-    app: Celery,
-    producer: Any,
-    step: Step,
-    job_id: str,
-    queue: str,
-    *,
-    label: str = "",
-    parent: Any = None,
-) -> dict[str, Any]:
-    """Publish ``step`` of ``job_id`` to ``queue``; returns its ``task-sent`` fields.
+def step_message(
+    app: Celery, step: Step, job_id: str, *, label: str = "", parent: Any = None
+) -> Any:
+    """Celery's protocol 2 message for ``step`` of ``job_id`` (with its ``task-sent``
+    fields), its unset optional headers left out.
 
     :param label: shown in Flower beside the job id (a masked card, an amount); the
         arguments themselves are the job id only.
     :param parent: the request of the task that sends it, for Flower's task tree.
     """
     amqp: Any = app.amqp
-    name = TASK_NAMES[step]
     root_id = parent_id = None
     if parent is not None:
         root_id, parent_id = parent.root_id or parent.id, parent.id
     message = amqp.create_task_message(
         uuid(),
-        name,
+        TASK_NAMES[step],
         [job_id],
         argsrepr=f"({job_id!r}{', ' + label if label else ''})",
         kwargsrepr="{}",
@@ -68,14 +62,40 @@ def publish_step(
         value = message.headers.get(header)
         if not value or (isinstance(value, list | tuple) and not any(value)):  # [None, None]
             message.headers.pop(header, None)  # it would wait in Redis with every job
-    route = {"queue": queue, "exchange": "", "routing_key": queue}
-    amqp.send_task_message(
+    return message
+
+
+def sent_fields(message: Any, queue: str) -> dict[str, Any]:
+    """The ``task-sent`` event's fields of ``message`` sent to ``queue``."""
+    fields: dict[str, Any] = message.sent_event | {
+        "queue": queue,
+        "exchange": "",
+        "routing_key": queue,
+    }
+    return fields
+
+
+def publish_step(
+    app: Celery,
+    producer: Any,
+    step: Step,
+    job_id: str,
+    queue: str,
+    *,
+    label: str = "",
+    parent: Any = None,
+) -> dict[str, Any]:
+    """Publish ``step`` of ``job_id`` to ``queue`` through kombu; returns its
+    ``task-sent`` fields. ``label`` and ``parent`` as for :func:`step_message`."""
+    message = step_message(app, step, job_id, label=label, parent=parent)
+    app.amqp.send_task_message(
         producer,
-        name,
+        TASK_NAMES[step],
         message._replace(sent_event=None),
         declare=(),
         priority=STEP_PRIORITY[step],
-        **route,
+        queue=queue,
+        exchange="",
+        routing_key=queue,
     )
-    fields: dict[str, Any] = message.sent_event | route
-    return fields
+    return sent_fields(message, queue)

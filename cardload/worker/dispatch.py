@@ -10,6 +10,7 @@ from celery import Celery
 
 from cardload.jobs.routing import Step
 from cardload.tasks.messages import publish_step
+from cardload.worker.redis_broker import direct_lists
 
 BATCH_SIZE = 1000
 
@@ -35,11 +36,14 @@ def send_steps(app: Celery, items: Sequence[Dispatch], queue: str) -> None:
     named, not left to the app (a host's app has another default), and declared once.
 
     Each event goes out after its batch of messages: Flower never shows a task that was
-    not sent. Celery's ``before/after_task_publish`` signals still fire per message."""
+    not sent. On a Redis broker the messages are pushed straight into the queue's lists
+    (``redis_broker``); elsewhere, or where a receiver of Celery's publish signals is
+    connected, kombu publishes them."""
     amqp: Any = app.amqp
     sent_events = bool(app.conf.task_send_sent_event)
     with app.producer_or_acquire() as producer:
         producer.maybe_declare(amqp.queues[queue])
+        lists = direct_lists(app, producer, queue)
         events = app.events.Dispatcher(
             producer.connection,
             enabled=sent_events,
@@ -48,7 +52,11 @@ def send_steps(app: Celery, items: Sequence[Dispatch], queue: str) -> None:
         )
         try:
             for start in range(0, len(items), BATCH_SIZE):
-                sent = _publish(app, producer, items[start : start + BATCH_SIZE], queue)
+                batch = items[start : start + BATCH_SIZE]
+                if lists is not None:
+                    sent = lists.publish([(i.step, i.job_id, i.label) for i in batch])
+                else:
+                    sent = _publish(app, producer, batch, queue)
                 for fields in sent if sent_events else ():
                     events.send("task-sent", **fields)
                 events.flush()

@@ -45,6 +45,7 @@ TRANSPORT = f"{__name__}:Transport"
 
 
 ACK_FLUSH_S = 0.25  # longest an acknowledgement waits for a delivery to ride along with
+_FLUSH_TICK_S = ACK_FLUSH_S / 2  # how often the flusher looks
 ACK_BATCH = 256  # or for this many to be due
 
 
@@ -144,20 +145,20 @@ class _AckFlusher:
                 self._thread.start()
 
     def _run(self) -> None:
-        failing = False
+        failing: set[int] = set()  # ids of the channels whose last flush failed
         while True:
-            time.sleep(ACK_FLUSH_S / 2)
+            time.sleep(_FLUSH_TICK_S)
             with self._lock:
                 watched = list(self._watched)
-            try:
-                for qos in watched:
+            for qos in watched:  # one channel's broken connection holds up no other's
+                try:
                     qos.flush_acks(waited_s=ACK_FLUSH_S)
-            except Exception as exc:  # kept, and tried again next time; kombu reconnects
-                if not failing:
-                    log.warning("broker.ack_flush_failed", error=str(exc))
-                failing = True
-            else:
-                failing = False
+                except Exception as exc:  # kept, and tried again next time; kombu reconnects
+                    if id(qos) not in failing:
+                        log.warning("broker.ack_flush_failed", error=str(exc))
+                    failing.add(id(qos))
+                else:
+                    failing.discard(id(qos))
 
 
 _flusher = _AckFlusher()

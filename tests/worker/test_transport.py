@@ -153,3 +153,26 @@ def test_a_worker_killed_with_acks_due_gets_them_delivered_again(
             redelivered.ack()
     message.channel.qos._take_acks()  # the "killed" one's: gone with it
     conn.close()
+
+
+def test_a_channel_that_cannot_flush_holds_up_no_other() -> None:
+    """A channel whose Redis is gone fails its flush every time; the others' acks
+    must still reach theirs."""
+    flusher = transport._AckFlusher()
+
+    class Broken:
+        def flush_acks(self, waited_s: float) -> None:
+            raise redis.ConnectionError("connection refused")
+
+    class Fine:
+        def __init__(self) -> None:
+            self.flushed = threading.Event()
+
+        def flush_acks(self, waited_s: float) -> None:
+            self.flushed.set()
+
+    broken = [Broken() for _ in range(5)]  # most likely one of them is tried first
+    fine = Fine()
+    for qos in [*broken, fine]:
+        flusher.watch(cast(Any, qos))
+    assert fine.flushed.wait(5)
