@@ -9,20 +9,23 @@ tag), and a batch goes out as one ``LPUSH`` per priority list: the order a worke
 takes them in is the order of kombu's one-by-one pushes.
 
 Only where nothing else would see a difference: the Redis transport, no compression,
-a queue without expiry, no receivers of Celery's publish signals (they run per
-message in kombu's path). Otherwise :func:`direct_lists` says no and the caller
-publishes through kombu.
+a queue without expiry, no receivers of Celery's publish signals, and kombu's publish
+methods as kombu wrote them (tracers such as Sentry's and ddtrace wrap them to add
+their spans and headers per message). Otherwise :func:`direct_lists` says no and the
+caller publishes through kombu.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from types import FunctionType
 from typing import Any
 
 from celery import Celery, signals
 from kombu import serialization
 from kombu.exceptions import BatchPublishError
+from kombu.messaging import Producer
 from kombu.utils import json
 from redis import RedisError
 
@@ -82,11 +85,21 @@ class RedisLists:
         return channel._q_for_pri(self.queue, pri), to_json(envelope)
 
 
+def _kombu_own(method: Any) -> bool:
+    """Whether ``method`` is kombu's own function, not a tracer's wrapper of it."""
+    return (
+        isinstance(method, FunctionType)
+        and not hasattr(method, "__wrapped__")
+        and method.__module__ == Producer.__module__
+    )
+
+
 def direct_lists(app: Celery, producer: Any, queue: str) -> RedisLists | None:
     """The queue's lists if its messages can be pushed straight in, else None."""
     channel = producer.channel
     if (
         producer.connection.transport.driver_type != "redis"
+        or not (_kombu_own(Producer.publish) and _kombu_own(Producer._publish))
         or app.conf.task_compression
         or queue in getattr(channel, "_expires", {})
         or any(signal.receivers for signal in _PUBLISH_SIGNALS)

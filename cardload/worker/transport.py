@@ -145,20 +145,25 @@ class _AckFlusher:
                 self._thread.start()
 
     def _run(self) -> None:
-        failing: set[int] = set()  # ids of the channels whose last flush failed
+        failing: weakref.WeakSet[QoS] = weakref.WeakSet()  # whose last flush failed
         while True:
             time.sleep(_FLUSH_TICK_S)
-            with self._lock:
-                watched = list(self._watched)
-            for qos in watched:  # one channel's broken connection holds up no other's
-                try:
-                    qos.flush_acks(waited_s=ACK_FLUSH_S)
-                except Exception as exc:  # kept, and tried again next time; kombu reconnects
-                    if id(qos) not in failing:
-                        log.warning("broker.ack_flush_failed", error=str(exc))
-                    failing.add(id(qos))
-                else:
-                    failing.discard(id(qos))
+            self._flush_all(failing)
+
+    def _flush_all(self, failing: weakref.WeakSet[QoS]) -> None:
+        # A method of its own: no strong reference to a QoS outlives the round, so a
+        # closed channel's QoS is freed (and leaves the watched set).
+        with self._lock:
+            watched = list(self._watched)
+        for qos in watched:  # one channel's broken connection holds up no other's
+            try:
+                qos.flush_acks(waited_s=ACK_FLUSH_S)
+            except Exception as exc:  # kept, and tried again next time; kombu reconnects
+                if qos not in failing:
+                    log.warning("broker.ack_flush_failed", error=str(exc))
+                failing.add(qos)
+            else:
+                failing.discard(qos)
 
 
 _flusher = _AckFlusher()

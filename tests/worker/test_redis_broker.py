@@ -3,6 +3,7 @@ same envelope, same list, same order; and where kombu's path is needed it is tak
 
 from __future__ import annotations
 
+import functools
 import json
 from base64 import b64decode
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ import pytest
 import redis
 from celery import Celery, signals
 from kombu.exceptions import BatchPublishError
+from kombu.messaging import Producer
 
 from cardload.tasks.messages import publish_step
 from cardload.worker import create_app
@@ -131,3 +133,24 @@ def test_a_failed_push_is_kombus_uncertain_batch(redis_url: str) -> None:
         with pytest.raises(BatchPublishError) as caught:
             lists.publish([("create", "job-1", "")])
     assert isinstance(caught.value.__cause__, redis.ConnectionError)
+
+
+def test_a_tracer_wrapping_kombus_publish_gets_kombus_path(
+    redis_url: str, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sentry and ddtrace wrap kombu's publish to add a span and headers per message."""
+    app = _app(redis_url)
+    traced: list[str] = []
+    original: Any = Producer.publish  # kombu is untyped
+
+    @functools.wraps(original)
+    def publish(self: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+        traced.append(kwargs.get("headers", {}).get("task", "event"))
+        return original(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    with app.producer_or_acquire() as producer:
+        assert direct_lists(app, producer, "cardload") is None
+    send_steps(app, [Dispatch("create", f"job-{i}") for i in range(3)], "cardload")
+    assert traced.count("cardload.create") == 3
+    assert len(queued(real_redis)) == 3

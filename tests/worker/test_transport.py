@@ -5,8 +5,10 @@ within a moment, or when the channel closes)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from typing import Any, cast
 
 import pytest
@@ -176,3 +178,20 @@ def test_a_channel_that_cannot_flush_holds_up_no_other() -> None:
     for qos in [*broken, fine]:
         flusher.watch(cast(Any, qos))
     assert fine.flushed.wait(5)
+
+
+def test_a_dropped_channel_is_not_kept_alive_by_the_flusher() -> None:
+    flusher = transport._AckFlusher()
+
+    flushes: list[float] = []
+
+    class Idle:
+        def flush_acks(self, waited_s: float) -> None:
+            flushes.append(waited_s)
+
+    idle = Idle()
+    flusher.watch(cast(Any, idle))
+    wait_for(lambda: len(flushes) > 1, 5, "a flush round")
+    gone = weakref.ref(idle)
+    del idle
+    wait_for(lambda: gc.collect() >= 0 and gone() is None, 5, "the dropped channel to be freed")
