@@ -20,15 +20,18 @@ RANK = {
     "sandbox": 4,  # the simulator: only the API's facts from secuconnect
     "events": 5,
     "deadletters": 5,
+    "apikeys": 5,
     "pipeline": 6,
+    "webhooks": 6,  # delivery of result events: reads the stream, never a job
     "tasks": 7,
     "worker": 8,
     "producers": 9,
-    "cli": 10,
-    "__init__": 10,
+    "api": 10,  # the HTTP API: a producer over HTTP
+    "cli": 11,
+    "__init__": 11,
 }
-# Producers need only the models and the app: never a step's code.
-FORBIDDEN = {"producers": {"pipeline", "tasks"}}
+# Producers, over HTTP too, need only the models and the app: never a step's code.
+FORBIDDEN = {"producers": {"pipeline", "tasks"}, "api": {"pipeline", "tasks"}}
 
 
 def _imports() -> dict[tuple[str, str], str]:

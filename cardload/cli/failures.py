@@ -41,7 +41,15 @@ UNREACHABLE_ERRORS: Final = (
 
 # Reasons clearer than pydantic's (which would quote a regular expression).
 _REASONS: Final = {("card_number", "string_pattern_mismatch"): "must be 16 digits"}
-_SUBCOMMANDS = ("batch_command", "dlq_command", "events_command", "jobs_command", "sandbox_command")
+_SUBCOMMANDS = (
+    "api_keys_command",
+    "batch_command",
+    "dlq_command",
+    "events_command",
+    "jobs_command",
+    "sandbox_command",
+    "webhooks_command",
+)
 
 
 def command_name(args: argparse.Namespace) -> str:

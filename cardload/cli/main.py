@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from cardload._version import __version__
 from cardload.cli import (
+    api_cmd,
     batch_cmd,
     demo_cmd,
     dlq_cmd,
@@ -15,6 +16,7 @@ from cardload.cli import (
     failures,
     jobs_cmd,
     sandbox_cmd,
+    webhooks_cmd,
     worker_cmd,
 )
 
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker_cmd.register(commands)
     sandbox_cmd.register(commands)
     demo_cmd.register(commands)
+    api_cmd.register(commands)
+    webhooks_cmd.register(commands)
     return parser
 
 

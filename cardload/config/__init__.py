@@ -1,6 +1,7 @@
 """Configuration: one typed settings tree read from ``CARDLOAD_*`` variables and ``.env``."""
 
 from cardload.config.settings import (
+    ApiSettings,
     EventSettings,
     JobSettings,
     LoadMethod,
@@ -9,12 +10,14 @@ from cardload.config.settings import (
     SecuconnectSettings,
     Settings,
     SettingsError,
+    WebhookSettings,
     WorkerSettings,
     load_settings,
     to_env,
 )
 
 __all__ = [
+    "ApiSettings",
     "EventSettings",
     "JobSettings",
     "LoadMethod",
@@ -23,6 +26,7 @@ __all__ = [
     "SecuconnectSettings",
     "Settings",
     "SettingsError",
+    "WebhookSettings",
     "WorkerSettings",
     "load_settings",
     "to_env",

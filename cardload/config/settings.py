@@ -177,6 +177,37 @@ class WorkerSettings(_Section):
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 32
 
 
+class ApiSettings(_Section):
+    """``cardload api``: where it listens and what it takes."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    # A batch upload larger than this is refused (413) while it streams in.
+    max_batch_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 50 * 1024 * 1024
+    # A card-load body larger than this is refused (413); one load is a few hundred bytes.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=16 * 1024**2)] = 64 * 1024
+
+
+class WebhookSettings(_Section):
+    """Delivery of result events to the endpoints ``cardload webhooks add`` registers."""
+
+    # Endpoints on this host, or on private networks, are refused unless allowed: a URL
+    # must not make the workers probe what only they can reach.
+    allow_loopback: bool = False
+    allow_private: bool = False
+    # A delivery that fails is tried again with backoff for this long, then
+    # dead-lettered for its endpoint (replayable).
+    retry_for_s: Annotated[int, Field(ge=60)] = 86_400
+    base_backoff_s: Seconds = 5.0
+    max_backoff_s: Seconds = 3600.0
+    timeout_s: Seconds = 10.0
+    # A delivery worker that took events and went silent this long (it died) has them
+    # claimed by another.
+    claim_idle_s: Annotated[float, Field(ge=1)] = 60.0
+    # Whether ``cardload worker`` runs a delivery worker in a thread of its own.
+    in_worker: bool = True
+
+
 class LogSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -203,6 +234,8 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     jobs: JobSettings = JobSettings()
     worker: WorkerSettings = WorkerSettings()
+    api: ApiSettings = ApiSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

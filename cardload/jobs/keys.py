@@ -41,3 +41,25 @@ def batch_rows(batch_id: str) -> str:
 
 def batch_invalid(batch_id: str) -> str:
     return f"{PREFIX}:batch:{batch_id}:invalid"  # list of JSON row errors
+
+
+# API keys of the HTTP API (cardload.apikeys): hash key id -> the key's record (its
+# name, scopes and the SHA-256 of its secret), hash name -> key id.
+API_KEYS = f"{PREFIX}:api_keys"
+API_KEY_NAMES = f"{PREFIX}:api_keys:names"
+
+# Webhooks (cardload.webhooks): endpoints (hash id -> endpoint), the consumer group on
+# the event stream, deliveries due (zset delivery id -> when, ms), each delivery's
+# state (hash), the mark of a delivery answered 2xx, and the dead ones (zset).
+WEBHOOK_ENDPOINTS = f"{PREFIX}:webhooks:endpoints"
+WEBHOOK_GROUP = "cardload-webhooks"
+WEBHOOK_DUE = f"{PREFIX}:webhooks:due"
+WEBHOOK_DEAD = f"{PREFIX}:webhooks:dead"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    return f"{PREFIX}:webhooks:delivery:{delivery_id}"
+
+
+def webhook_delivered(delivery_id: str) -> str:
+    return f"{PREFIX}:webhooks:delivered:{delivery_id}"
