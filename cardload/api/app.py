@@ -5,6 +5,7 @@ with uvicorn. Every route but the health checks needs an API key."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ def create_api(settings: Settings | None = None, found: Services | None = None) 
         generate_unique_id_function=lambda route: route.name,  # operation ids: the names
     )
     app.state.services = found
+    app.state.batch_slot = asyncio.Lock()
     problems.install(app)
     for module in (card_loads, batches, dead_letters, health):
         app.include_router(module.router)

@@ -21,6 +21,7 @@ from cardload.api.problems import Problem, documented
 from cardload.api.schemas import BatchAccepted, BatchView, RowProblem
 from cardload.api.services import Services, services
 from cardload.apikeys import ApiKey
+from cardload.observability.masking import mask_text
 from cardload.producers.batch import BatchFileError, submit_batch
 from cardload.producers.batch_report import (
     REPORT_COLUMNS,
@@ -94,9 +95,11 @@ async def submit_batch_file(
                     )
                 out.write(chunk)
         try:
-            result = await run_in_threadpool(submit_batch, found.producer, path, name=name)
+            async with request.app.state.batch_slot:  # one parse at a time: its memory
+                result = await run_in_threadpool(submit_batch, found.producer, path, name=name)
         except BatchFileError as exc:
-            raise Problem(422, "invalid-batch-file", "Invalid batch file", str(exc)) from None
+            detail = mask_text(str(exc))  # it may quote the batch's name
+            raise Problem(422, "invalid-batch-file", "Invalid batch file", detail) from None
         except (JobStoreUnavailable, BrokerUnavailable) as exc:
             raise unavailable(exc) from None
     response.headers["Location"] = f"/v1/batches/{result.batch_id}"
@@ -111,7 +114,7 @@ async def submit_batch_file(
 
 
 def _unknown(batch_id: str) -> Problem:
-    return Problem(404, "not-found", "Not found", f"no batch {batch_id}")
+    return Problem(404, "not-found", "Not found", "no batch with this id")
 
 
 @router.get(

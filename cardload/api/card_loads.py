@@ -126,7 +126,7 @@ def get_card_load(
 ) -> CardLoadView:
     record = found.store.load(job_id, history=False) if len(job_id) <= 64 else None
     if record is None:
-        raise Problem(404, "not-found", "Not found", f"no card load {job_id}")
+        raise Problem(404, "not-found", "Not found", "no card load with this id")
     return card_load_view(record)
 
 

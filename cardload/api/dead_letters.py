@@ -47,7 +47,7 @@ def _view(letter: DeadLetter) -> DeadLetterView:
 def list_dead_letters(
     _: Annotated[ApiKey, Depends(require("operate"))],
     found: Annotated[Services, Depends(services)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeadLetterPage:
     letters = found.dead_letters.entries(offset, limit)
@@ -79,5 +79,5 @@ def replay_dead_letter(
             headers={"Retry-After": "5"},
         ) from None
     if not replayed:
-        raise Problem(404, "not-found", "Not found", f"no dead letter {job_id[:64]}")
+        raise Problem(404, "not-found", "Not found", "no dead letter with this id")
     return Replayed(job_id=job_id, status="queued")

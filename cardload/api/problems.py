@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cardload.observability.masking import mask_text
+
 MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:cardload:problem:"
 
@@ -58,7 +60,7 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
         title=problem.title,
         status=problem.status,
         detail=problem.detail,
-        instance=request.url.path,
+        instance=mask_text(request.url.path),
         errors=problem.errors,
     )
     return JSONResponse(
@@ -80,9 +82,12 @@ def field_errors(errors: Any, *, drop: tuple[str, ...] = ("body",)) -> list[Fiel
         loc = [str(part) for part in error.get("loc", ())]
         if loc[:1] == ["header"]:
             where = f"header.{loc[1]}" if len(loc) > 1 else "header"
+        elif error.get("type") == "json_invalid":  # its place is a character offset
+            where = "body"
         else:
             where = ".".join(p for p in loc if p not in drop) or "body"
-        out.append(FieldError(field=where, reason=str(error.get("msg", "invalid"))))
+        # A field name is the client's too (an unknown one may be a card number).
+        out.append(FieldError(field=mask_text(where), reason=str(error.get("msg", "invalid"))))
     return out
 
 

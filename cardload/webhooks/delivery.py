@@ -117,12 +117,15 @@ class Deliverer:
             headers={"User-Agent": f"cardload-webhooks/{__version__}"},
             trust_env=False,  # an endpoint is reached directly, as its address was checked
         )
-        self.lease_ms = int((4 * timeout + 10) * 1000)  # a send ends within its timeouts
+        # Renewed while a send is under way; a dead worker's ends and its deliveries
+        # come due again.
+        self.lease_ms = int((2 * timeout + 10) * 1000)
         self._fan_out = client.register_script(_FAN_OUT)
         self._claim = client.register_script(_CLAIM)
         self._cached: tuple[float, list[Endpoint]] = (0.0, [])
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="cardload-webhook")
-        self._busy: set[Future[Attempt | None]] = set()
+        self._busy: dict[Future[Attempt | None], str] = {}  # deliveries being sent
+        self._renewed = 0.0
         self._group_ready = False
 
     # --- fan-out --------------------------------------------------------------------
@@ -130,16 +133,18 @@ class Deliverer:
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
+        # Missing while endpoints exist: the stream was lost and began again, so every
+        # entry in it is new ("0"). The first endpoint's ``add`` makes it at "$".
         try:
-            self.redis.xgroup_create(self.stream, keys.WEBHOOK_GROUP, id="$", mkstream=True)
+            self.redis.xgroup_create(self.stream, keys.WEBHOOK_GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
 
-    def _endpoints(self) -> list[Endpoint]:
+    def _endpoints(self, *, fresh: bool = False) -> list[Endpoint]:
         at, cached = self._cached
-        if time.monotonic() - at > ENDPOINTS_TTL_S:
+        if fresh or time.monotonic() - at > ENDPOINTS_TTL_S:
             cached = self.endpoints.all()
             self._cached = (time.monotonic(), cached)
         return cached
@@ -149,31 +154,51 @@ class Deliverer:
         returns how many events."""
         self._ensure_group()
         idle_ms = int(self.settings.claim_idle_s * 1000)
-        claimed: Any = self.redis.xautoclaim(
-            self.stream, keys.WEBHOOK_GROUP, self.consumer, idle_ms, "0-0", count=100
-        )
-        entries = list(claimed[1])
-        for gone in claimed[2] if len(claimed) > 2 else ():  # trimmed from the stream
-            self.redis.xack(self.stream, keys.WEBHOOK_GROUP, gone)
-        if not entries:
-            reply: Any = self.redis.xreadgroup(
-                keys.WEBHOOK_GROUP,
-                self.consumer,
-                {self.stream: ">"},
-                count=100,
-                block=block_ms or None,
+        try:
+            claimed: Any = self.redis.xautoclaim(
+                self.stream, keys.WEBHOOK_GROUP, self.consumer, idle_ms, "0-0", count=100
             )
-            entries = [entry for _, messages in reply or [] for entry in messages]
+            entries = list(claimed[1])
+            trimmed = [text(gone) for gone in (claimed[2] if len(claimed) > 2 else ())]
+            if trimmed:  # read by a worker that died, then trimmed away: lost to webhooks
+                log.error("webhook.events_trimmed", count=len(trimmed), stream_ids=trimmed[:10])
+                self.redis.xack(self.stream, keys.WEBHOOK_GROUP, *trimmed)
+            if not entries:
+                reply: Any = self.redis.xreadgroup(
+                    keys.WEBHOOK_GROUP,
+                    self.consumer,
+                    {self.stream: ">"},
+                    count=100,
+                    block=block_ms or None,
+                )
+                entries = [entry for _, messages in reply or [] for entry in messages]
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc) or "no longer exists" in str(exc):
+                self._group_ready = False  # the stream went (a Redis without its data)
+            raise
+        if not entries:
+            return 0
+        # Read after the entries: an endpoint added before an event was written is in it.
+        endpoints = self._endpoints(fresh=True)
         for stream_id, fields in entries:
-            self._fan_out_one(text(stream_id), {text(k): text(v) for k, v in fields.items()})
+            sid = text(stream_id)
+            try:
+                self._fan_out_one(sid, {text(k): text(v) for k, v in fields.items()}, endpoints)
+            except redis.RedisError:
+                raise
+            except Exception as exc:  # not an event: acknowledged, so it stops no one
+                log.error("webhook.unreadable_event", stream_id=sid, error=repr(exc))
+                self.redis.xack(self.stream, keys.WEBHOOK_GROUP, sid)
         return len(entries)
 
-    def _fan_out_one(self, stream_id: str, fields: dict[str, str]) -> None:
+    def _fan_out_one(
+        self, stream_id: str, fields: dict[str, str], endpoints: list[Endpoint]
+    ) -> None:
         event_id, kind, data = fields.get("event_id", ""), fields.get("type", ""), fields["data"]
         if not event_id or not kind:  # written by an older cardload: read it from the data
             parsed = json.loads(data)
             event_id, kind = parsed["event_id"], parsed["type"]
-        targets = [e.id for e in self._endpoints() if kind in e.events]
+        targets = [e.id for e in endpoints if kind in e.events]
         script_keys = [self.stream, keys.WEBHOOK_DUE]
         for endpoint_id in targets:
             did = delivery_id(endpoint_id, event_id)
@@ -207,24 +232,34 @@ class Deliverer:
     def _post(self, did: str, endpoint: Endpoint, state: dict[str, str]) -> Attempt:
         body = state["data"].encode()
         try:
-            check_url(
+            address = check_url(
                 endpoint.url,
                 allow_loopback=self.settings.allow_loopback,
                 allow_private=self.settings.allow_private,
             )
+            url = httpx.URL(endpoint.url)
             headers = {
+                "Host": url.netloc.decode("ascii"),
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(body, endpoint.secret.get_secret_value()),
                 EVENT_ID_HEADER: state["event_id"],
                 EVENT_TYPE_HEADER: state["type"],
             }
-            answer = self.http.post(endpoint.url, content=body, headers=headers)
+            # To the address checked, not to a second lookup of the name; TLS still
+            # checks the certificate against the name.
+            extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+            pinned = url.copy_with(host=address)
+            # The status is all we read: a body dripping in cannot hold the send open.
+            with self.http.stream(
+                "POST", pinned, content=body, headers=headers, extensions=extensions
+            ) as answer:
+                status = answer.status_code
         except AddressRefused as exc:
             return Attempt(did, None, str(exc))
-        except httpx.HTTPError as exc:
-            return Attempt(did, None, f"{type(exc).__name__}: {exc}")
-        ok = 200 <= answer.status_code < 300
-        return Attempt(did, answer.status_code, None if ok else f"HTTP {answer.status_code}")
+        except Exception as exc:  # every failure to send is an attempt (a bad URL too)
+            return Attempt(did, None, f"{type(exc).__name__}: {exc}"[:500])
+        ok = 200 <= status < 300
+        return Attempt(did, status, None if ok else f"HTTP {status}")
 
     def _record(self, did: str, state: dict[str, str], attempt: Attempt) -> None:
         state_key = keys.webhook_delivery(did)
@@ -264,15 +299,28 @@ class Deliverer:
         """One round: fan out, then start as many due deliveries as there are free
         slots; returns how many were started. With no endpoint it reads nothing (a
         worker without webhooks pays nothing for them)."""
-        self._busy = {f for f in self._busy if not f.done()}
+        self._busy = {f: did for f, did in self._busy.items() if not f.done()}
+        self._renew_leases()
         if not self._endpoints():
             return 0
-        self.fan_out(block_ms)
-        free = self.concurrency - len(self._busy)
-        started = self.claim_due(free) if free > 0 else []
-        for did in started:
-            self._busy.add(self._pool.submit(self._deliver_safely, did))
+        try:
+            self.fan_out(block_ms if not self._busy else 0)
+        finally:  # deliveries go on while the stream cannot be read
+            free = self.concurrency - len(self._busy)
+            started = self.claim_due(free) if free > 0 else []
+            for did in started:
+                self._busy[self._pool.submit(self._deliver_safely, did)] = did
         return len(started)
+
+    def _renew_leases(self) -> None:
+        """Deliveries still being sent keep their lease (``XX``: one finished meanwhile
+        is not put back), so no other worker sends them while this one waits."""
+        now = time.monotonic()
+        if not self._busy or now - self._renewed < self.lease_ms / 3000:
+            return
+        self._renewed = now
+        until = int(time.time() * 1000) + self.lease_ms
+        self.redis.zadd(keys.WEBHOOK_DUE, dict.fromkeys(self._busy.values(), until), xx=True)
 
     def _deliver_safely(self, did: str) -> Attempt | None:
         try:
@@ -284,7 +332,7 @@ class Deliverer:
     def drain(self, timeout_s: float = 30) -> None:
         """Wait for the deliveries under way (tests, and a clean stop)."""
         deadline = time.monotonic() + timeout_s
-        for future in list(self._busy):
+        for future in list(self._busy):  # the keys
             future.result(max(0.0, deadline - time.monotonic()))
 
     def run(self, stop: threading.Event, idle_s: float = 0.5) -> None:
@@ -294,9 +342,9 @@ class Deliverer:
             try:
                 started = self.step(block_ms=int(idle_s * 1000))
                 failing = False
-            except redis.RedisError as exc:
+            except Exception as exc:  # the thread outlives any one failure; Redis returns
                 if not failing:
-                    log.warning("webhooks.redis_error", error=str(exc))
+                    log.warning("webhooks.round_failed", error=repr(exc))
                 failing = True
                 stop.wait(idle_s)
                 continue

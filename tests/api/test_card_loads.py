@@ -84,6 +84,7 @@ def test_an_invalid_body_names_every_field_and_echoes_nothing(api: Api) -> None:
         headers=api.auth() | {"Idempotency-Key": "k", "Content-Type": "application/json"},
     )
     assert broken.status_code == 422 and "9276" not in broken.text
+    assert [e["field"] for e in broken.json()["errors"]] == ["body"]
 
 
 def test_over_the_limit_and_an_unusable_method_are_invalid(api: Api) -> None:
@@ -161,3 +162,12 @@ def test_health_and_readiness(api: Api) -> None:
     ready = api.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"redis": "ok", "broker": "ok"}
+
+
+def test_nothing_sent_comes_back_in_a_problem(api: Api) -> None:
+    unknown = post(api, LOAD | {CARD: 1})  # a card number as a field name
+    assert unknown.status_code == 422 and CARD not in unknown.text
+    path = api.http.get(f"/v1/card-loads/{CARD}", headers=api.auth("read"))
+    assert path.status_code == 404 and CARD not in path.text
+    huge = api.http.get("/v1/dead-letters", params={"offset": 2**63}, headers=api.auth())
+    assert huge.status_code == 422

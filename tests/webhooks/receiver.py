@@ -27,6 +27,7 @@ class Receiver:
     bad_signatures: int = 0
     bodies: dict[str, bytes] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)  # being answered now
+    hosts: set[str] = field(default_factory=set)  # Host headers seen
     first_ack_at: dict[str, float] = field(default_factory=dict)  # monotonic
     url: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -40,6 +41,7 @@ class Receiver:
                 self.bad_signatures += 1
             return 400
         with self.lock:
+            self.hosts.add(headers.get("Host", ""))
             self.deliveries[event_id] += 1
             if self.deliveries[event_id] <= self.fail_first:
                 return 500

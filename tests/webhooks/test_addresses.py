@@ -30,7 +30,9 @@ def test_loopback_needs_its_setting(url: str) -> None:
         "http://172.16.5.4/x",
         "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
         "http://[fd00::1]/x",
-        "http://0.0.0.0/x",
+        "http://[64:ff9b::a00:1]/x",  # NAT64 of 10.0.0.1
+        "http://[2002:a9fe:a9fe::]/x",  # 6to4 of 169.254.169.254
+        "http://[::a00:1]/x",  # IPv4-compatible 10.0.0.1
     ],
 )
 def test_private_addresses_need_their_setting(url: str) -> None:
@@ -47,5 +49,8 @@ def test_only_plain_http_urls(url: str) -> None:
         check_url(url, allow_loopback=True, allow_private=True)
 
 
-def test_a_public_address_is_fine() -> None:
-    check_url("https://8.8.8.8/hooks", allow_loopback=False, allow_private=False)
+def test_a_public_address_is_fine_and_is_what_to_connect_to() -> None:
+    assert check_url("https://8.8.8.8/hooks", allow_loopback=False, allow_private=False) == (
+        "8.8.8.8"
+    )
+    assert check_url("http://[64:ff9b::808:808]/", allow_loopback=False, allow_private=False)

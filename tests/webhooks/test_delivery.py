@@ -5,8 +5,10 @@ events and deliveries taken over by another; never sent again after a 2xx."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ import redis
 
 from cardload.config import Settings
 from cardload.jobs import keys
+from cardload.webhooks import addresses
 from cardload.webhooks.dead import DeadDeliveries
 from cardload.webhooks.delivery import Deliverer, delivery_id
 from cardload.webhooks.endpoints import EndpointStore
@@ -224,3 +227,93 @@ def test_a_delivery_answered_2xx_is_never_sent_again(
         deliverer.step()
         deliverer.drain()
     assert receiver.deliveries[event] == 1
+
+
+def test_the_delivery_connects_to_the_address_checked(
+    real_redis: redis.Redis,
+    settings: Settings,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name is resolved once, by the check: a second lookup (DNS rebinding: public
+    for the check, internal for the connection) cannot happen. Here the name resolves
+    for the check alone: the POST arrives only if it goes to the address checked."""
+    port = int(receiver.url.split(":")[2].split("/")[0])
+    real_lookup = socket.getaddrinfo
+
+    def lookup(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hooks.invalid":
+            return real_lookup("127.0.0.1", *args, **kwargs)
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(addresses, "socket", SimpleNamespace(getaddrinfo=lookup, SOCK_STREAM=1))
+    receiver.url = f"http://hooks.invalid:{port}/hooks/cardload"
+    add_endpoint(real_redis, settings, receiver, events=["card_load.succeeded"])
+    [event] = append(real_redis, settings, 1)
+    run_until(Deliverer(real_redis, settings), lambda: receiver.acknowledged[event] == 1)
+    assert receiver.hosts == {f"hooks.invalid:{port}"}
+
+
+def test_an_unreadable_entry_is_set_aside_and_stops_no_one(
+    real_redis: redis.Redis, settings: Settings, receiver: Receiver
+) -> None:
+    add_endpoint(real_redis, settings, receiver, events=["card_load.succeeded"])
+    real_redis.xadd(settings.events.stream, {"event_id": "x:succeeded"})  # no data
+    real_redis.xadd(settings.events.stream, {"data": "not json"})
+    [event] = append(real_redis, settings, 1)
+    deliverer = Deliverer(real_redis, settings)
+    run_until(deliverer, lambda: receiver.acknowledged[event] == 1)
+    pending: Any = real_redis.xpending(settings.events.stream, keys.WEBHOOK_GROUP)
+    assert pending["pending"] == 0
+
+
+def test_deliveries_go_on_after_the_stream_is_lost(
+    real_redis: redis.Redis, settings: Settings, receiver: Receiver
+) -> None:
+    """A Redis that restarted without its data, or a stream deleted: the group is made
+    again, and the new stream's events are delivered."""
+    add_endpoint(real_redis, settings, receiver, events=["card_load.succeeded"])
+    [first] = append(real_redis, settings, 1)
+    deliverer = Deliverer(real_redis, settings)
+    run_until(deliverer, lambda: receiver.acknowledged[first] == 1)
+    real_redis.delete(settings.events.stream)
+    with pytest.raises(redis.ResponseError):
+        deliverer.step()
+    [second] = append(real_redis, settings, 1, first=50)
+    run_until(deliverer, lambda: receiver.acknowledged[second] == 1)
+
+
+def test_a_send_under_way_keeps_its_lease(
+    real_redis: redis.Redis, settings: Settings, receiver: Receiver
+) -> None:
+    """A receiver slower than the lease: the delivery is not taken by another worker
+    while the first still waits for the answer."""
+    receiver.delay_s = 1.5  # longer than the lease, shorter than the timeout
+    add_endpoint(real_redis, settings, receiver, events=["card_load.succeeded"])
+    [event] = append(real_redis, settings, 1)
+    first = Deliverer(real_redis, settings, consumer="first")
+    other = Deliverer(real_redis, settings, consumer="other")
+    first.lease_ms = other.lease_ms = 900
+    first.step()
+    deadline = time.monotonic() + 10
+    while receiver.acknowledged[event] == 0 and time.monotonic() < deadline:
+        first.step()
+        other.step()
+        time.sleep(0.1)
+    first.drain()
+    other.drain()
+    assert receiver.deliveries[event] == 1 and receiver.acknowledged[event] == 1
+
+
+def test_an_endpoint_added_gets_every_event_written_after_it(
+    real_redis: redis.Redis, settings: Settings, receiver: Receiver
+) -> None:
+    add_endpoint(real_redis, settings, receiver, events=["card_load.succeeded"])
+    deliverer = Deliverer(real_redis, settings)
+    [first] = append(real_redis, settings, 1)
+    run_until(deliverer, lambda: receiver.acknowledged[first] == 1)  # its endpoints cached
+    with receiving(Receiver()) as other:
+        add_endpoint(real_redis, settings, other, events=["card_load.succeeded"])
+        [second] = append(real_redis, settings, 1, first=10)
+        run_until(deliverer, lambda: other.acknowledged[second] == 1)
+    assert first not in other.deliveries

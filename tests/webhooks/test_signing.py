@@ -60,3 +60,12 @@ def test_any_of_several_signatures_may_match() -> None:
     old = sign(BODY, "whsec_old", timestamp=1_700_000_000).split(",")[1]
     assert verify(BODY, f"{new},{old}", SECRET, now=1_700_000_000)
     assert verify(BODY, f"{new},{old}", "whsec_old", now=1_700_000_000)
+
+
+ARABIC_INDIC = "\u0661\u0667" + "\u0660" * 8  # digits, but not ASCII ones
+
+
+@pytest.mark.parametrize("timestamp", ["²", "1" * 5000, ARABIC_INDIC])
+def test_an_odd_timestamp_is_a_signature_error(timestamp: str) -> None:
+    with pytest.raises(WebhookSignatureError):
+        verify(BODY, f"t={timestamp},v1=00", SECRET, now=1_700_000_000)
