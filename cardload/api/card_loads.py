@@ -12,7 +12,7 @@ from cardload.api.problems import FieldError, Problem, documented, field_errors,
 from cardload.api.schemas import Accepted, CardLoadRequest, CardLoadView
 from cardload.api.services import Services, services
 from cardload.apikeys import ApiKey
-from cardload.events.model import EventBalances, EventReceipt
+from cardload.events.model import balances_of, receipt_of
 from cardload.jobs.model import CardLoadJob, JobRecord, JobSource
 from cardload.jobs.store import IdempotencyConflict
 from cardload.observability.masking import mask_card_number, mask_receipt
@@ -22,8 +22,6 @@ from cardload.producers.enqueue import (
     JobStoreUnavailable,
     PaymentMethodError,
 )
-from cardload.secuconnect.models import SmartTransaction
-from cardload.secuconnect.receipt import render_receipt
 
 router = APIRouter(prefix="/v1/card-loads", tags=["card loads"])
 
@@ -134,17 +132,8 @@ def card_load_view(record: JobRecord) -> CardLoadView:
     job, result = record.job, record.result
     receipt = balances = None
     if result is not None:
-        lines = mask_receipt(result.receipt)  # masked always: the receipt prints the card
-        parsed = SmartTransaction.model_validate(
-            {"id": result.transaction_id, "status": result.status, "receipt": lines}
-        )
-        receipt = EventReceipt(lines=lines, text=render_receipt(parsed.receipt))
-        if None not in (result.cash_cents, result.bonus_cents, result.total_cents):
-            balances = EventBalances(
-                cash_cents=result.cash_cents or 0,
-                bonus_cents=result.bonus_cents or 0,
-                total_cents=result.total_cents or 0,
-            )
+        # Masked always: the receipt prints the card number.
+        receipt, balances = receipt_of(result, mask_receipt(result.receipt)), balances_of(result)
     card = (result.card_number if result else None) or job.card_number
     return CardLoadView(
         job_id=job.job_id,

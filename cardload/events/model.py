@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from cardload.jobs.model import ErrorInfo, JobSource
+from cardload.jobs.model import ErrorInfo, JobSource, LoadResult
+from cardload.secuconnect.models import SmartTransaction
+from cardload.secuconnect.receipt import render_receipt
 
 SCHEMA_VERSION = 1
 
@@ -30,6 +32,24 @@ class EventReceipt(BaseModel):
 
     lines: list[dict[str, Any]] = Field(description="receipt lines as the API returned them")
     text: str = Field(description="plain-text rendering of the lines")
+
+
+def balances_of(result: LoadResult) -> EventBalances | None:
+    """The new balances a load left, or None where the API's answer carried none."""
+    if result.cash_cents is None or result.bonus_cents is None or result.total_cents is None:
+        return None
+    return EventBalances(
+        cash_cents=result.cash_cents, bonus_cents=result.bonus_cents, total_cents=result.total_cents
+    )
+
+
+def receipt_of(result: LoadResult, lines: list[dict[str, Any]]) -> EventReceipt:
+    """The receipt of ``result`` as ``lines`` (masked or not, as the caller chose) and
+    their plain-text rendering."""
+    parsed = SmartTransaction.model_validate(
+        {"id": result.transaction_id, "status": result.status, "receipt": lines}
+    )
+    return EventReceipt(lines=lines, text=render_receipt(parsed.receipt))
 
 
 class _EventBase(BaseModel):

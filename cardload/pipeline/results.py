@@ -7,16 +7,15 @@ from datetime import datetime
 from cardload.events.model import (
     CardLoadFailed,
     CardLoadSucceeded,
-    EventBalances,
-    EventReceipt,
+    balances_of,
     failed_event_id,
+    receipt_of,
     succeeded_event_id,
 )
 from cardload.jobs.model import ErrorInfo, JobRecord, LoadResult
 from cardload.jobs.store import Announcement
 from cardload.observability.masking import mask_card_number, mask_receipt
 from cardload.secuconnect.models import SmartTransaction
-from cardload.secuconnect.receipt import render_receipt
 
 
 def load_result(tx: SmartTransaction) -> LoadResult:
@@ -43,9 +42,6 @@ def succeeded_event(
 ) -> CardLoadSucceeded:
     # The receipt prints the card number too: masked there like everywhere else.
     lines = mask_receipt(result.receipt) if mask else result.receipt
-    parsed = SmartTransaction.model_validate(
-        {"id": result.transaction_id, "status": result.status, "receipt": lines}
-    )
     job = record.job
     return CardLoadSucceeded(
         event_id=succeeded_event_id(job.job_id),
@@ -60,19 +56,9 @@ def succeeded_event(
         enqueued_at=record.enqueued_at,
         transaction_id=result.transaction_id,
         status=result.status,
-        balances=_balances(result),
-        receipt=EventReceipt(lines=lines, text=render_receipt(parsed.receipt)),
+        balances=balances_of(result),
+        receipt=receipt_of(result, lines),
         finished_at=now,
-    )
-
-
-def _balances(result: LoadResult) -> EventBalances | None:
-    if result.cash_cents is None or result.bonus_cents is None or result.total_cents is None:
-        return None
-    return EventBalances(
-        cash_cents=result.cash_cents,
-        bonus_cents=result.bonus_cents,
-        total_cents=result.total_cents,
     )
 
 
