@@ -27,7 +27,7 @@ def test_reliability_settings() -> None:
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     # Two per thread: a received create waits for a thread while its key is looked up
     # (pipeline/prefetch.py); with one, it is received only when a thread is free.
-    assert conf["worker_prefetch_multiplier"] == 2
+    assert conf["worker_prefetch_multiplier"] == 4
     assert conf["worker_send_task_events"] and conf["task_send_sent_event"]
     for key in ("broker_transport_options", "result_backend_transport_options"):
         assert conf[key]["visibility_timeout"] == 3600
