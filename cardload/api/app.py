@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI
 
 from cardload._version import __version__
-from cardload.api import batches, card_loads, dead_letters, health, problems
+from cardload.api import batches, card_loads, dead_letters, health, metrics, problems
 from cardload.api.services import Services
 from cardload.config import Settings, load_settings
 
@@ -41,7 +41,7 @@ def create_api(settings: Settings | None = None, found: Services | None = None) 
     app.state.services = found
     app.state.batch_slot = asyncio.Lock()
     problems.install(app)
-    for module in (card_loads, batches, dead_letters, health):
+    for module in (card_loads, batches, dead_letters, health, metrics):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=found.settings.api.max_body_bytes)
     app.add_middleware(RequestLog)

@@ -175,6 +175,10 @@ class WorkerSettings(_Section):
 
     pool: Literal["threads", "prefork", "solo", "gevent", "eventlet"] = "threads"
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 32
+    # Prometheus metrics on http://<metrics_host>:<metrics_port>/metrics; off unless set
+    # (``cardload worker --metrics-port P``).
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    metrics_host: str = "0.0.0.0"
 
 
 class ApiSettings(_Section):

@@ -15,7 +15,6 @@ been the cause).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
@@ -40,23 +39,6 @@ class _Waiter:
         self.done = False
         self.result: list[SmartTransaction] = []
         self.error: BaseException | None = None
-
-
-class TimedSearch:
-    """A search that keeps how long searches typically take (a moving average of the
-    ones answered), for :mod:`pipeline.prefetch` to decide whether looking ahead pays."""
-
-    def __init__(self, search: Search) -> None:
-        self._search = search
-        self.typical_s = 0.0  # none timed yet: as if the API were next door
-
-    def __call__(self, keys: Sequence[str]) -> dict[str, list[SmartTransaction]]:
-        began = time.monotonic()
-        found = self._search(keys)
-        took = time.monotonic() - began
-        # One float written whole: a lost update between threads only skips a sample.
-        self.typical_s = took if not self.typical_s else 0.8 * self.typical_s + 0.2 * took
-        return found
 
 
 class MerchantRefLookups:

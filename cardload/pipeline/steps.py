@@ -25,6 +25,7 @@ Exactly-once effect comes from the job record and the API, not from message deli
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,8 +45,15 @@ from cardload.jobs.model import (
 from cardload.jobs.routing import STEP_STATUSES, Step
 from cardload.jobs.store import Claimed, FenceLost, JobStore, Lease, NotClaimed
 from cardload.observability import bind_job, get_logger, mask_text
+from cardload.observability.metrics import (
+    DEAD_LETTERED,
+    STEP_ATTEMPTS,
+    STEP_DURATION,
+    STEP_RETRIES,
+    SUCCEEDED,
+)
 from cardload.pipeline.backoff import backoff_delay_s
-from cardload.pipeline.lookups import MerchantRefLookups, TimedSearch
+from cardload.pipeline.lookups import MerchantRefLookups
 from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request, transaction_mismatch
@@ -67,6 +75,7 @@ from cardload.secuconnect.statuses import is_ended_unknown, is_failed, is_paid
 log = get_logger(__name__)
 
 _CREATED = TransactionStatus.CREATED.value
+_OUTCOME_KINDS: dict[type, str] = {Continue: "continue", RetryLater: "retry", Finished: "finished"}
 
 
 def error_info(error: SecuconnectError) -> ErrorInfo:
@@ -111,7 +120,7 @@ class Pipeline:
     prefetch: LookupPrefetch = field(init=False)
 
     def __post_init__(self) -> None:
-        search = TimedSearch(self.client.find_by_merchant_refs)
+        search = self.client.find_by_merchant_refs
         self.lookups = MerchantRefLookups(search)
         always = self.settings.jobs.create_lookup == "always"
         self.prefetch = LookupPrefetch(self.store, search, enabled=always)
@@ -290,6 +299,7 @@ class Pipeline:
             "pending_since_ms": since_ms,
         }
         self.store.finish_step(claim.lease, entry, fields, give_back="start")
+        STEP_RETRIES.labels("start", "pending").inc()
         log.info("payment.pending", status=tx.status, delay_s=round(delay, 2))
         return RetryLater(delay, info.message)
 
@@ -301,6 +311,7 @@ class Pipeline:
         event = succeeded_event(claim.record, result, mask=mask, now=now_utc())
         entry = HistoryEntry(status=JobStatus.SUCCEEDED, step="start", transaction_id=tx.id)
         self.store.succeed(claim.lease, result, entry, announcement(event))
+        SUCCEEDED.inc()
         log.info(
             "card.loaded",
             amount_cents=claim.record.job.amount_cents,
@@ -356,6 +367,7 @@ class Pipeline:
         )
         fields = {"start_unsettled": int(watch.unsettled)} if watch and step == "start" else {}
         self.store.finish_step(claim.lease, entry, fields, give_back=step if give_back else None)
+        STEP_RETRIES.labels(step, info.kind).inc()
         log.warning(
             "step.retry",
             error_kind=info.kind,
@@ -407,6 +419,7 @@ class Pipeline:
             entry=entry,
             event=announcement(event),
         )
+        DEAD_LETTERED.inc()
         log.error(
             "job.dead_lettered",
             error_kind=info.kind,
@@ -426,6 +439,7 @@ class Pipeline:
             self.client.authenticate()
         except TokenUnavailableError as exc:
             self.store.touch(job_id)  # alive and waiting: not for the stall sweep
+            STEP_RETRIES.labels(step, "token").inc()
             return self._token_wait(exc)
         claim = self.store.claim(
             job_id,
@@ -434,6 +448,8 @@ class Pipeline:
             max_attempts=self.settings.retry.max_attempts,
         )
         if isinstance(claim, NotClaimed):
+            if claim.reason == "locked":
+                STEP_RETRIES.labels(step, "locked").inc()
             return self._not_claimed(job_id, claim)
         bind_job(
             job_id, transaction_id=claim.record.transaction_id, attempt=claim.attempt, step=step
@@ -441,21 +457,28 @@ class Pipeline:
         if claim.took_over:
             log.warning("lease.taken_over", previous=claim.previous.value)
         self.leases.hold(claim.lease)
+        STEP_ATTEMPTS.labels(step).inc()
+        began = time.perf_counter()
+        outcome: Outcome | None = None
         try:
-            return run(claim)
+            outcome = run(claim)
         except FenceLost as exc:
-            return self._fence_lost(exc)
+            outcome = self._fence_lost(step, exc)
         except redis.RedisError:
             self._release(claim.lease)  # Redis unreachable: the task retries the step
             raise
         except Exception as exc:
-            return self._crashed(claim, step, exc)
+            outcome = self._crashed(claim, step, exc)
         finally:
             self.leases.drop(claim.lease)
+            kind = _OUTCOME_KINDS.get(type(outcome), "error")
+            STEP_DURATION.labels(step, kind).observe(time.perf_counter() - began)
+        return outcome
 
-    def _fence_lost(self, exc: FenceLost) -> Outcome:
+    def _fence_lost(self, step: Step, exc: FenceLost) -> Outcome:
         # Not ignored: nothing of this delivery was written, so the step runs again,
         # claims anew and reads the API before it acts.
+        STEP_RETRIES.labels(step, "fence_lost").inc()
         log.warning("job.fence_lost", holder=exc.holder)
         return RetryLater(self.settings.retry.base_backoff_s, str(exc))
 
@@ -473,7 +496,7 @@ class Pipeline:
                 return self._dead_letter(claim, info, watch, settle=False)
             return self._retry(claim, step, info, None)
         except FenceLost as lost:
-            return self._fence_lost(lost)
+            return self._fence_lost(step, lost)
         except Exception:
             self._release(claim.lease)
             raise

@@ -10,6 +10,7 @@ not repeat on 403.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -19,8 +20,14 @@ import httpx
 from pydantic import ValidationError
 
 from cardload._version import __version__
+from cardload.observability.metrics import API_CALLS
 from cardload.secuconnect.classify import classify_response, classify_transport_error
-from cardload.secuconnect.errors import AmbiguousError, PermanentError, RetryableError
+from cardload.secuconnect.errors import (
+    AmbiguousError,
+    PermanentError,
+    RetryableError,
+    SecuconnectError,
+)
 from cardload.secuconnect.models import (
     CreateSmartTransaction,
     SmartTransaction,
@@ -63,6 +70,18 @@ def build_http(
         client._transport.close()
         client._transport = StdlibTransport(max_connections=max_connections)
     return client
+
+
+def _endpoint(method: str, path: str) -> str:
+    """The metrics' name for a call: create, get, start, prepare, cancel or list."""
+    if path == TRANSACTIONS:
+        return "create" if method == "POST" else "list"
+    if method == "GET":
+        return "get"
+    for action in ("start", "prepare", "cancel"):
+        if f"/{action}" in path:
+            return action
+    return "other"
 
 
 def _search_pattern(merchant_ref: str) -> str:
@@ -263,8 +282,21 @@ class SecuconnectClient:
             text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
             content = text.encode()
             headers.append((b"Content-Type", b"application/json"))
+        endpoint = _endpoint(method, path)
         if params:
             path = f"{path}?{urlencode(params, quote_via=quote)}"
+        began = time.perf_counter()
+        try:
+            answer = self._exchange(method, path, headers, content)
+        except SecuconnectError as exc:
+            API_CALLS.labels(endpoint, exc.kind).observe(time.perf_counter() - began)
+            raise
+        API_CALLS.labels(endpoint, str(answer.status)).observe(time.perf_counter() - began)
+        return answer
+
+    def _exchange(
+        self, method: str, path: str, headers: list[tuple[bytes, bytes]], content: bytes | None
+    ) -> Answer:
         try:
             if self._wire is not None:
                 if content is not None or method == "POST":

@@ -24,6 +24,7 @@ from typing import Protocol
 import httpx
 from pydantic import SecretStr, ValidationError
 
+from cardload.observability.metrics import API_CALLS, TOKEN_FETCHES
 from cardload.secuconnect.classify import describe_body, parse_api_error, parse_retry_after
 from cardload.secuconnect.errors import TokenUnavailableError
 from cardload.secuconnect.models import OAuthErrorBody, OAuthToken
@@ -60,11 +61,14 @@ def fetch_token(http: httpx.Client, credentials: Credentials) -> OAuthToken:
         "client_id": credentials.client_id,
         "client_secret": credentials.client_secret.get_secret_value(),
     }
+    began = time.perf_counter()
     try:
         response = http.post(TOKEN_PATH, json=form, headers={"Accept": "application/json"})
     except httpx.RequestError as exc:
+        API_CALLS.labels("token", "retryable").observe(time.perf_counter() - began)
         # Fetching a token has no effect worth reconciling: always safe to repeat.
         raise TokenUnavailableError(f"token request failed: {type(exc).__name__}") from exc
+    API_CALLS.labels("token", str(response.status_code)).observe(time.perf_counter() - began)
     if response.status_code == 200:
         try:
             token = OAuthToken.model_validate_json(response.content)
@@ -144,8 +148,10 @@ class MemoryTokenSource:
             try:
                 fetched = self._fetch()
             except TokenUnavailableError as exc:
+                TOKEN_FETCHES.labels("refused" if exc.credentials_refused else "failed").inc()
                 self._failed(exc, now)
                 raise
+            TOKEN_FETCHES.labels("ok").inc()
             self.fetches += 1
             self.failures, self._failure = 0, None
             self._token = fetched.access_token.get_secret_value()

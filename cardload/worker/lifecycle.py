@@ -1,5 +1,6 @@
 """What a cardload worker does when it starts: check its settings (and stop, naming
-what is missing), our logging, the stall sweeper, the webhook delivery worker
+what is missing), our logging, the stall sweeper, the metrics server
+(``CARDLOAD_WORKER_METRICS_PORT``), the webhook delivery worker
 (``CARDLOAD_WEBHOOKS_IN_WORKER``), and the removal of 0.1's shared token.
 
 Hooked to Celery's ``celeryd_init`` for our app alone: only when a worker of that app
@@ -23,6 +24,7 @@ from cardload.jobs.routing import TASK_NAMES
 from cardload.observability import configure_logging, get_logger
 from cardload.tasks.card_load import TASK_EVENTS
 from cardload.webhooks.delivery import start_deliverer
+from cardload.worker.metrics import serve_metrics
 from cardload.worker.sweeper import start_sweeper
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ def _start_worker(app: CardloadApp) -> None:
     def ready(**_: Any) -> None:
         _forget_shared_token(settings)
         start_sweeper(app, settings)
+        if settings.worker.metrics_port:
+            serve_metrics(app, settings, settings.worker.metrics_host, settings.worker.metrics_port)
         if settings.webhooks.in_worker:
             start_deliverer(redis.Redis.from_url(settings.redis_url), settings)
 

@@ -3,7 +3,7 @@
 Why each setting:
 - acks late + reject on worker lost: a message is acknowledged only after its step
   ran; a killed child's message goes back to the queue.
-- prefetch 1: a worker holds no more messages than it runs.
+- prefetch 4 per thread: creates waiting for a thread have their lookups made meanwhile.
 - visibility timeout longer than any retry delay: otherwise a delayed retry waiting
   unacknowledged in a worker is delivered a second time.
 - events on, sent events on: Flower sees every task, also before a worker takes it.

@@ -1,6 +1,7 @@
 """A create's lookup made while its message waits: used on a first attempt only, ready
-when the create runs (or waited for), and never taken for a job that has a
-transaction, a key with wildcards, or an answer too old."""
+when the create runs (or waited for once sent, taken back while still gathering), and
+never taken for a job that has a transaction, a key with wildcards, or an answer too
+old."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cardload.jobs import CardLoadJob, keys
 from cardload.jobs.store import JobStore
 from cardload.pipeline import Continue
 from cardload.pipeline import prefetch as prefetch_module
-from cardload.pipeline.lookups import TimedSearch
+from cardload.pipeline.lookups import MAX_KEYS
 from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
@@ -23,13 +24,6 @@ from cardload.sandbox import GIFT_CARD, SandboxApp, SandboxTransport
 from cardload.secuconnect import RetryableError, SmartTransaction
 from tests.services import wait_for
 from tests.support import make_settings
-
-
-def _slow(search: Search | TimedSearch) -> TimedSearch:
-    """As if searches took a real API's time: the lookahead is then worth it."""
-    timed = search if isinstance(search, TimedSearch) else TimedSearch(search)
-    timed.typical_s = 1.0
-    return timed
 
 
 class Search:
@@ -46,6 +40,16 @@ class Search:
         return {key: [tx(id=f"STX_{key}", status="created")] for key in keys}
 
 
+def _sent(ahead: LookupPrefetch, *job_ids: str) -> None:
+    """Wait until the keys have left the gathering (their search is sent)."""
+    wait_for(lambda: not any(j in ahead._gathering for j in job_ids), 5, "the search sent")
+
+
+def _answered(ahead: LookupPrefetch, *job_ids: str) -> None:
+    _sent(ahead, *job_ids)
+    wait_for(lambda: not any(j in ahead._in_flight for j in job_ids), 5, "the answer")
+
+
 def _admit(real_redis: redis.Redis, key: str) -> str:
     job = CardLoadJob(idempotency_key=key, card_number=GIFT_CARD, amount_cents=100)
     return JobStore(real_redis).admit(job).job_id
@@ -53,14 +57,15 @@ def _admit(real_redis: redis.Redis, key: str) -> str:
 
 def test_an_answer_looked_up_ahead_is_given_once(real_redis: redis.Redis) -> None:
     search = Search(delay_s=0.2)
-    ahead = LookupPrefetch(JobStore(real_redis), _slow(search))
+    ahead = LookupPrefetch(JobStore(real_redis), search)
     ids = [_admit(real_redis, f"order-{i}") for i in range(5)]
     for job_id in ids:
         ahead.submit(job_id)
+    _sent(ahead, *ids)
     # Taken while the search is under way: waited for, not looked up twice.
     assert [tx.id for tx in ahead.take(ids[0], wait_s=5) or []] == ["STX_order-0"]
     assert all(ahead.take(job_id, wait_s=5) for job_id in ids[1:])
-    assert sum(len(keys) for keys in search.calls) == 5 and len(search.calls) <= 2
+    assert search.calls == [[f"order-{i}" for i in range(5)]]  # gathered: one search
     assert ahead.take(ids[0], wait_s=5) is None  # once
     assert ahead.take("never-submitted", wait_s=5) is None  # at once, no wait
 
@@ -69,24 +74,28 @@ def test_nothing_is_taken_after_a_failed_search_or_for_a_job_past_its_create(
     real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = JobStore(real_redis)
-    failing = LookupPrefetch(store, _slow(Search(fail=True)))
+    failing = LookupPrefetch(store, Search(delay_s=0.2, fail=True))
     job_id = _admit(real_redis, "order-f")
     failing.submit(job_id)
+    _sent(failing, job_id)
     assert failing.take(job_id, wait_s=5) is None
 
     search = Search()
-    ahead = LookupPrefetch(store, _slow(search))
+    ahead = LookupPrefetch(store, search)
     created = _admit(real_redis, "order-c")
     real_redis.hset(keys.job(created), "transaction_id", "STX_" + "A" * 30)
     wild = _admit(real_redis, "order-*")
     for job in (created, wild):
         ahead.submit(job)
-        assert ahead.take(job, wait_s=5) is None
+    _answered(ahead, created, wild)
+    assert ahead.take(created, wait_s=5) is None and ahead.take(wild, wait_s=5) is None
     assert search.calls == []
 
     monkeypatch.setattr(prefetch_module, "MAX_AGE_S", 0.0)
     old = _admit(real_redis, "order-old")
     ahead.submit(old)
+    _answered(ahead, old)
+    assert ahead._found.get(old) is not None  # answered, but
     time.sleep(0.05)
     assert ahead.take(old, wait_s=5) is None  # too old to trust
 
@@ -100,16 +109,17 @@ def test_a_first_attempt_uses_it_and_a_retry_looks_up_fresh(
     )
     secu = settings.secuconnect
     assert secu.contract_id and secu.device_id
-    _slow(pipeline.prefetch._search)
     try:
         job = CardLoadJob(idempotency_key="ahead-1", card_number=GIFT_CARD, amount_cents=100)
         job_id = pipeline.store.admit(job).job_id
         pipeline.prefetch.submit(job_id)
+        _sent(pipeline.prefetch, job_id)
         assert pipeline.prefetch.take(job_id, wait_s=5) == []  # nothing under the key yet
         pipeline.prefetch.submit(job_id)
+        _answered(pipeline.prefetch, job_id)
         searches = app.requests["list"]
         assert isinstance(pipeline.create(job_id), Continue)
-        assert app.requests["list"] == searches + 1  # the lookahead's, none of its own
+        assert app.requests["list"] == searches  # the lookahead's answer, no search of its own
 
         # A retry after an ambiguous create: the earlier attempt's transaction landed
         # after the lookahead ran; the retry ignores that answer and finds it.
@@ -118,7 +128,7 @@ def test_a_first_attempt_uses_it_and_a_retry_looks_up_fresh(
         pipeline.prefetch.submit(job2_id)
         pipeline.prefetch.submit(job2_id)
         # The lookahead answered "nothing" before the earlier attempt's create landed.
-        wait_for(lambda: job2_id not in pipeline.prefetch._unanswered, 5, "the lookahead")
+        _answered(pipeline.prefetch, job2_id)
         request = build_create_request(job2, contract_id=secu.contract_id, device_id=secu.device_id)
         landed = pipeline.client.create(request).id
         real_redis.hincrby(keys.job(job2_id), "attempts_create", 1)  # attempt 1 happened
@@ -131,32 +141,94 @@ def test_a_first_attempt_uses_it_and_a_retry_looks_up_fresh(
         pipeline.client.close()
 
 
-def test_no_lookahead_while_searches_answer_fast(real_redis: redis.Redis) -> None:
-    search = TimedSearch(Search())
+def test_a_key_still_gathering_is_taken_back_at_once(
+    real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key gathering alone (the create runs as soon as its message arrives): the create
+    looks up for itself at once instead of waiting for others to share the search, and
+    its key leaves the batch; ``MAX_KEYS`` waiting keys go at once, without the gathering
+    wait."""
+    monkeypatch.setattr(prefetch_module, "GATHER_S", 30.0)
+    search = Search()
     ahead = LookupPrefetch(JobStore(real_redis), search)
-    assert search.typical_s == 0.0
-    search([])  # timed: next door
-    job_id = _admit(real_redis, "order-near")
-    ahead.submit(job_id)
-    assert ahead.take(job_id, wait_s=5) is None  # the create looks up for itself
-    assert search.typical_s < prefetch_module.WORTH_S
+    alone = _admit(real_redis, "order-alone")
+    ahead.submit(alone)
+    began = time.monotonic()
+    assert ahead.take(alone, wait_s=5) is None
+    assert time.monotonic() - began < 1
+    full = [_admit(real_redis, f"order-full-{i}") for i in range(MAX_KEYS)]
+    for job_id in full:
+        ahead.submit(job_id)
+    _answered(ahead, *full)
+    assert search.calls == [[f"order-full-{i}" for i in range(MAX_KEYS)]]
+    assert all(ahead.take(job_id, wait_s=5) for job_id in full)
+
+
+def test_a_key_gathering_with_others_waits_for_their_search(real_redis: redis.Redis) -> None:
+    search = Search()
+    ahead = LookupPrefetch(JobStore(real_redis), search)
+    pair = [_admit(real_redis, f"order-pair-{i}") for i in range(2)]
+    for job_id in pair:
+        ahead.submit(job_id)
+    # Taken at once, while both still gather: waited for, answered by one search.
+    assert [tx.id for tx in ahead.take(pair[0], wait_s=5) or []] == ["STX_order-pair-0"]
+    assert [tx.id for tx in ahead.take(pair[1], wait_s=5) or []] == ["STX_order-pair-1"]
+    assert search.calls == [["order-pair-0", "order-pair-1"]]
+
+
+def test_a_key_behind_a_slow_search_is_taken_back_after_the_grace(
+    real_redis: redis.Redis,
+) -> None:
+    """One thread sends the searches: behind one that hangs (a slow API), a create does
+    not wait for its own to be sent longer than ``GATHER_S + SEND_GRACE_S``."""
+    search = Search(delay_s=2.0)
+    ahead = LookupPrefetch(JobStore(real_redis), search)
+    first = [_admit(real_redis, f"order-slow-{i}") for i in range(2)]
+    for job_id in first:
+        ahead.submit(job_id)
+    _sent(ahead, *first)
+    behind = [_admit(real_redis, f"order-behind-{i}") for i in range(2)]
+    for job_id in behind:
+        ahead.submit(job_id)
+    began = time.monotonic()
+    assert ahead.take(behind[0], wait_s=30) is None
+    waited = time.monotonic() - began
+    assert waited < prefetch_module.GATHER_S + prefetch_module.SEND_GRACE_S + 0.5
+    _answered(ahead, behind[1])
+    assert search.calls[1] == ["order-behind-1"]  # the key taken back is not searched
+
+
+def test_an_answer_to_a_key_given_up_on_is_not_kept(real_redis: redis.Redis) -> None:
+    """A create that stopped waiting looked up for itself (and may have created since):
+    the search it gave up on, answering later, must not answer a later take."""
+    search = Search(delay_s=0.5)
+    ahead = LookupPrefetch(JobStore(real_redis), search)
+    pair = [_admit(real_redis, f"order-late-{i}") for i in range(2)]
+    for job_id in pair:
+        ahead.submit(job_id)
+    _sent(ahead, *pair)
+    assert ahead.take(pair[0], wait_s=0.1) is None  # gave up
+    _answered(ahead, *pair)
+    assert pair[0] not in ahead._found and pair[1] in ahead._found
+    assert ahead.take(pair[0], wait_s=5) is None
 
 
 def test_a_failed_lookup_leaves_no_older_answer_behind(real_redis: redis.Redis) -> None:
     search = Search()
-    ahead = LookupPrefetch(JobStore(real_redis), _slow(search))
+    ahead = LookupPrefetch(JobStore(real_redis), search)
     job_id = _admit(real_redis, "order-twice")
     ahead.submit(job_id)
-    wait_for(lambda: job_id not in ahead._unanswered, 5, "the first answer")
+    _answered(ahead, job_id)
     search.fail = True
     ahead.submit(job_id)
+    _sent(ahead, job_id)
     assert ahead.take(job_id, wait_s=5) is None
 
 
 def test_no_thread_no_wait(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lookahead that cannot run (its thread would not start, or died) makes no create
     wait: each looks up for itself."""
-    ahead = LookupPrefetch(JobStore(real_redis), _slow(Search()))
+    ahead = LookupPrefetch(JobStore(real_redis), Search())
 
     def refuse(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
@@ -172,7 +244,7 @@ def test_no_thread_no_wait(real_redis: redis.Redis, monkeypatch: pytest.MonkeyPa
 
 def test_off_unless_every_create_looks_up(real_redis: redis.Redis) -> None:
     search = Search()
-    ahead = LookupPrefetch(JobStore(real_redis), _slow(search), enabled=False)  # after_doubt
+    ahead = LookupPrefetch(JobStore(real_redis), search, enabled=False)  # after_doubt
     job_id = _admit(real_redis, "order-off")
     ahead.submit(job_id)
     assert ahead.take(job_id, wait_s=5) is None and search.calls == []

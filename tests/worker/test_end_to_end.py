@@ -230,7 +230,7 @@ def test_creates_looked_up_ahead_load_each_card_once(stack: Stack) -> None:
     (pipeline/prefetch.py), several per search. Each job loads its card once."""
     stack.faults({"kind": "slow", "endpoint": "list", "delay_ms": 40})
     stack.start_worker()
-    # One first: its own lookup times the search, and the lookahead engages after it.
+    # One alone first: no backlog, it looks up for itself.
     first = stack.finished(enqueue(stack, "ahead-first", amount_cents=99))
     assert first.status is JobStatus.SUCCEEDED
     ids = [enqueue(stack, f"ahead-{i}", amount_cents=100 + i) for i in range(24)]
