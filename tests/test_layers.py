@@ -21,6 +21,7 @@ RANK = {
     "events": 5,
     "deadletters": 5,
     "apikeys": 5,
+    "flowcontrol": 5,  # the API's shared breaker and rate limit: Redis, no job
     "pipeline": 6,
     "webhooks": 6,  # delivery of result events: reads the stream, never a job
     "tasks": 7,

@@ -108,7 +108,7 @@ def submit_card_load(
         return Accepted(job_id=result.job_id, status="queued")
     response.status_code = 200
     record = found.store.load(result.job_id, history=False)
-    return Accepted(job_id=result.job_id, status=record.status.value if record else "queued")
+    return Accepted(job_id=result.job_id, status=record.status.value if record else "expired")
 
 
 @router.get(

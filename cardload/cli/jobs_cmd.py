@@ -1,4 +1,4 @@
-"""``cardload enqueue``, ``cardload job``, ``cardload jobs recover``."""
+"""``cardload enqueue``, ``cardload job``, ``cardload jobs recover|purge``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from cardload.cli.context import Context
 from cardload.cli.failures import EXIT_ATTENTION, EXIT_INPUT
 from cardload.cli.output import add_json_flag, balances_text, emit_json, history_table, pairs
 from cardload.jobs.model import CardLoadJob, JobRecord, JobSource, LoadResult
+from cardload.jobs.retention import parse_duration, purge_finished
 from cardload.jobs.store import IdempotencyConflict
 from cardload.observability.masking import mask_card_number
 from cardload.producers.amounts import AmountError, parse_amount
@@ -43,6 +44,33 @@ def register(commands: Any) -> None:
     recover = sub.add_parser("recover", help="send again the current step of stalled jobs")
     recover.add_argument("--older-than-s", type=float, help="default: CARDLOAD_JOBS_STALL_AFTER_S")
     recover.set_defaults(run=_recover)
+    purge = sub.add_parser(
+        "purge",
+        help="delete finished jobs older than a duration (succeeded ones expire by "
+        "themselves; this finds older ones, and dead letters on request)",
+    )
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        type=_duration,
+        metavar="D",
+        help="finished (last updated) longer ago than this: 30d, 12h, 90m, 2w, 1d12h",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
+    purge.add_argument(
+        "--include-dead-letters",
+        action="store_true",
+        help="dead-lettered jobs too, with their dead-letter entries (never replayable then)",
+    )
+    add_json_flag(purge)
+    purge.set_defaults(run=_purge)
+
+
+def _duration(value: str) -> int:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _enqueue(args: argparse.Namespace) -> int:
@@ -141,4 +169,31 @@ def _recover(args: argparse.Namespace) -> int:
     ctx = Context.load()
     older = args.older_than_s if args.older_than_s is not None else ctx.settings.jobs.stall_after_s
     print(f"sent again: {recover_stalled(ctx.app, ctx.store, older)} jobs")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    ctx = Context.load()
+    counts = purge_finished(
+        ctx.store,
+        args.older_than,
+        include_dead_letters=args.include_dead_letters,
+        dry_run=args.dry_run,
+    )
+    if args.json:
+        emit_json(counts.as_dict())
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    pairs(
+        [
+            ("job records looked at", counts.seen),
+            (f"succeeded jobs {verb}", counts.succeeded),
+            (f"dead-lettered jobs {verb}", counts.dead_lettered),
+            (f"dead-letter entries {verb}", counts.dead_letter_entries),
+            (f"idempotency keys {verb}", counts.keys_deleted),
+            ("kept: queued or running", counts.kept_unfinished),
+            ("kept: dead-lettered", counts.kept_dead_lettered),
+            ("kept: finished more recently", counts.kept_recent),
+        ]
+    )
     return 0

@@ -14,6 +14,7 @@ from cardload.cli import (
     dlq_cmd,
     events_cmd,
     failures,
+    health_cmd,
     jobs_cmd,
     sandbox_cmd,
     webhooks_cmd,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.register(commands)
     api_cmd.register(commands)
     webhooks_cmd.register(commands)
+    health_cmd.register(commands)
     return parser
 
 

@@ -170,6 +170,48 @@ class JobSettings(_Section):
     row_key_secret: SecretStr | None = None
 
 
+class RetentionSettings(_Section):
+    """How long Redis keeps what finished jobs leave (it runs with ``noeviction``: what is
+    never deleted fills it). Dead-lettered jobs and their entries are kept until they
+    are replayed or purged (``cardload jobs purge``)."""
+
+    # A succeeded job's record and history, from its success.
+    jobs_s: Annotated[int, Field(ge=60)] = 30 * 86_400
+    # Its idempotency key, from its success: the same key sent again within this is the
+    # same load (never loaded again); after it, a new job. It must exceed every
+    # producer's resubmission window.
+    keys_s: Annotated[int, Field(ge=60)] = 400 * 86_400
+    # Result events, by age (entry id), besides CARDLOAD_EVENTS_STREAM_MAXLEN.
+    events_s: Annotated[int, Field(ge=60)] = 7 * 86_400
+
+    @model_validator(mode="after")
+    def _keys_outlive_records(self) -> RetentionSettings:
+        # A key gone before its record: the record still shows the load, a resubmission
+        # of its key would load again.
+        if self.keys_s < self.jobs_s:
+            raise ValueError("CARDLOAD_RETENTION_KEYS_S must be at least CARDLOAD_RETENTION_JOBS_S")
+        return self
+
+
+class BreakerSettings(_Section):
+    """The circuit breaker every worker shares (``cardload.flowcontrol``): when the API
+    fails every call (or refuses our credentials), jobs wait instead of failing."""
+
+    failures: Annotated[int, Field(ge=1, le=10_000)] = 20  # in a row, across all workers
+    open_s: Seconds = 30.0  # the first wait before a probe; doubles with each opening
+    max_open_s: Seconds = 600.0
+    probe_timeout_s: Seconds = 60.0  # a probe not back by then: another may go
+
+
+class RateLimitSettings(_Section):
+    """One limit for every worker's calls to the API, kept in Redis; 0 is no limit."""
+
+    per_s: Annotated[float, Field(ge=0)] = 0.0  # requests per second
+    burst: Annotated[int, Field(ge=1)] = 1  # requests at once within per_s
+    in_flight: Annotated[int, Field(ge=0)] = 0  # calls under way at once
+    max_wait_s: Seconds = 5.0  # a call held longer waits as a job, not in a thread
+
+
 class WorkerSettings(_Section):
     """Defaults of ``cardload worker``; command-line options override them."""
 
@@ -239,6 +281,9 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     events: EventSettings = EventSettings()
     jobs: JobSettings = JobSettings()
+    retention: RetentionSettings = RetentionSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     worker: WorkerSettings = WorkerSettings()
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()

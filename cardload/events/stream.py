@@ -1,7 +1,10 @@
 """The result-event stream in Redis, read with plain XREAD or consumer groups.
 
 Events are appended by the job store, in the same script that records the outcome
-(:mod:`jobs.scripts`), once per job and outcome."""
+(:mod:`jobs.scripts`), once per job and outcome. The same script trims the stream:
+entries older than ``CARDLOAD_RETENTION_EVENTS_S`` (by their id, which is Redis's time)
+and beyond ``CARDLOAD_EVENTS_STREAM_MAXLEN`` go, so a reader that falls further behind
+misses them."""
 
 from __future__ import annotations
 

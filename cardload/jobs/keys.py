@@ -13,8 +13,27 @@ def history(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:history"
 
 
+def aliases(job_id: str) -> str:
+    """Set: the other keys that name an unfinished job (``JobStore.add_keys``), to expire
+    with its own key when it succeeds."""
+    return f"{PREFIX}:job:{job_id}:aliases"
+
+
+IDEMPOTENCY = f"{PREFIX}:idem:"
+
+
 def idempotency(key: str) -> str:
-    return f"{PREFIX}:idem:{key}"
+    return f"{IDEMPOTENCY}{key}"
+
+
+# SCAN pattern of job records (with TYPE hash: their histories and alias sets are not).
+JOBS_MATCH = f"{PREFIX}:job:*"
+
+
+def job_id_of(key: str) -> str | None:
+    """The job id in a record's key; None for another key the pattern matches."""
+    job_id = key.removeprefix(f"{PREFIX}:job:")
+    return job_id if job_id != key and ":" not in job_id else None
 
 
 ACTIVE = f"{PREFIX}:jobs:active"  # zset: unfinished job id -> last progress (unix s)
@@ -63,3 +82,13 @@ def webhook_delivery(delivery_id: str) -> str:
 
 def webhook_delivered(delivery_id: str) -> str:
     return f"{PREFIX}:webhooks:delivered:{delivery_id}"
+
+
+# The API's flow control (cardload.flowcontrol), shared by every worker: the circuit
+# breaker (hash: state, failures, open_until_ms, reason, openings, pause_until_ms), its
+# probe's lease, the rate limit's theoretical arrival time (GCRA), calls in flight
+# (zset token -> lease end, ms).
+BREAKER = f"{PREFIX}:api:breaker"
+BREAKER_PROBE = f"{PREFIX}:api:breaker:probe"
+RATE = f"{PREFIX}:api:rate"
+IN_FLIGHT = f"{PREFIX}:api:in_flight"

@@ -22,7 +22,14 @@ The record is a hash (``keys.job``). Besides the job and its status it holds:
 - ``pending_since_ms``: when a payment was first seen still in flight; waiting for it
   gives back the attempt (a wait is not a try), until the payment timeout.
 
-Scripts name all their keys, but several keys per job: run one Redis, not a cluster.
+Retention (Redis runs with ``noeviction``): the script that records a success also
+gives the record and its history their expiry, and the job's idempotency keys (its own,
+and the aliases ``ALIAS`` noted) a longer one, so no crash can leave a finished job
+kept for good; the script that reopens a job for a replay takes any expiry away. A
+dead-lettered job is kept until it is replayed or purged (``PURGE``).
+
+Scripts name their keys, except a job's idempotency keys, which they find in its record
+(its spec, its alias set), and several keys per job: run one Redis, not a cluster.
 """
 
 from __future__ import annotations
@@ -57,11 +64,60 @@ local function hand_back(job, history, entry)  -- the lease given back, the step
   redis.call('HDEL', job, 'lock', 'lock_until_ms')
   redis.call('RPUSH', history, entry)
 end
-local function announce(job, stream, flag, event_id, event_type, data, maxlen)
+-- XADD takes one trim strategy: by age here (MINID, the retention), then by length
+-- (MAXLEN, the cap for a burst) in the same script rather than in some sweep that may
+-- not run. With '~' both drop whole nodes only, so the XTRIM is nearly always a no-op.
+local function announce(job, stream, flag, event_id, event_type, data, maxlen, keep_ms)
   if redis.call('HSETNX', job, flag, event_id) == 1 then
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    local oldest = string.format('%d', now_ms() - tonumber(keep_ms))
+    redis.call('XADD', stream, 'MINID', '~', oldest, '*',
       'event_id', event_id, 'type', event_type, 'data', data)
+    redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
   end
+end
+local function names(key_value, job_id)  -- an idempotency key's value: "job_id fingerprint"
+  return key_value and string.sub(key_value, 1, #job_id + 1) == job_id .. ' '
+end
+-- The job's own idempotency key, read from its spec (in pieces, or whole as 0.2 kept
+-- it), while it still names this job; nil otherwise.
+local function own_key(job, job_id, prefix)
+  local spec = redis.call('HGET', job, 'job')
+  if not spec then
+    local pieces = {}
+    while true do
+      local piece = redis.call('HGET', job, 'job.' .. #pieces)
+      if not piece then break end
+      pieces[#pieces + 1] = piece
+    end
+    spec = table.concat(pieces)
+  end
+  local ok, decoded = pcall(cjson.decode, spec)
+  if not ok or type(decoded) ~= 'table' or type(decoded['idempotency_key']) ~= 'string' then
+    return nil
+  end
+  local key = prefix .. decoded['idempotency_key']
+  if names(redis.call('GET', key), job_id) then return key end
+  return nil
+end
+-- Every idempotency key that names the job: its own, then its aliases.
+local function job_keys(job, aliases, job_id, prefix)
+  local found = {}
+  local own = own_key(job, job_id, prefix)
+  if own then found[1] = own end
+  for _, alias in ipairs(redis.call('SMEMBERS', aliases)) do
+    if names(redis.call('GET', alias), job_id) then found[#found + 1] = alias end
+  end
+  return found
+end
+-- A succeeded job: its record and history forgotten after jobs_ms, its keys (which
+-- keep a resubmission from loading again) after keys_ms.
+local function retire(job, history, aliases, job_id, jobs_ms, keys_ms, prefix)
+  redis.call('PEXPIRE', job, jobs_ms)
+  redis.call('PEXPIRE', history, jobs_ms)
+  for _, key in ipairs(job_keys(job, aliases, job_id, prefix)) do
+    redis.call('PEXPIRE', key, keys_ms)
+  end
+  redis.call('DEL', aliases)  -- its keys expire now: nothing left to note
 end
 """
 
@@ -183,10 +239,12 @@ return {'ok'}
 """
 )
 
-# Success and its event, in one step: a job never succeeds without being announced.
-# KEYS: job, history, active, stream.
-# ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_iso, 5 result, 6 flag, 7 event id,
-#       8 event type, 9 event data, 10 stream maxlen
+# Success and its event, in one step: a job never succeeds without being announced,
+# nor without the expiry that lets Redis forget it.
+# KEYS: job, history, active, stream, aliases.
+# ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_iso, 5 result, 6 records kept ms,
+#       7 keys kept ms, 8 idempotency key prefix, 9 flag, 10 event id, 11 event type,
+#       12 event data, 13 stream maxlen, 14 events kept ms
 SUCCEED = (
     _COMMON
     + """
@@ -196,7 +254,8 @@ redis.call('HSET', KEYS[1], 'status', '$SUCCEEDED', 'result', ARGV[5], 'reconcil
   'start_unsettled', 0, 'pending_since_ms', '', 'updated_at', ARGV[4])
 hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
-announce(KEYS[1], KEYS[4], unpack(ARGV, 6, 10))
+announce(KEYS[1], KEYS[4], unpack(ARGV, 9, 14))
+retire(KEYS[1], KEYS[2], KEYS[5], ARGV[1], ARGV[6], ARGV[7], ARGV[8])
 return {'ok'}
 """
 )
@@ -204,7 +263,8 @@ return {'ok'}
 # The job dead-lettered, its entry written and its failed event appended, all or nothing.
 # KEYS: job, history, active, dead-letter index, dead-letter entry, stream.
 # ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_iso, 5 error, 6 unsettled, 7 letter,
-#       8 flag, 9 event id, 10 event type, 11 event data, 12 stream maxlen
+#       8 flag, 9 event id, 10 event type, 11 event data, 12 stream maxlen,
+#       13 events kept ms
 DEAD_LETTER = (
     _COMMON
     + """
@@ -216,7 +276,7 @@ hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SET', KEYS[5], ARGV[7])
 redis.call('ZADD', KEYS[4], now_s(), ARGV[1])
-announce(KEYS[1], KEYS[6], unpack(ARGV, 8, 12))
+announce(KEYS[1], KEYS[6], unpack(ARGV, 8, 13))
 return {'ok'}
 """
 )
@@ -224,9 +284,11 @@ return {'ok'}
 # Back from the dead-letter store to ``queued``: same id, key and transaction, fresh
 # attempts, a new generation, and a read of the API before anything is repeated. A
 # transaction whose payment failed loaded nothing and cannot be paid again ("repeat
-# the payment process"): it is let go, and the replay creates a new one.
-# KEYS: job, history, active, dead-letter index, dead-letter entry.
-# ARGV: job_id, history entry, now_iso, the error kind of a failed payment
+# the payment process"): it is let go, and the replay creates a new one. Any
+# expiry on the record or its keys goes: a job that runs again is kept until it ends.
+# KEYS: job, history, active, dead-letter index, dead-letter entry, aliases.
+# ARGV: job_id, history entry, now_iso, the error kind of a failed payment,
+#       idempotency key prefix
 REOPEN = (
     _COMMON
     + """
@@ -248,6 +310,11 @@ redis.call('RPUSH', KEYS[2], entry)
 redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
 redis.call('DEL', KEYS[5])
 redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+for _, key in ipairs(job_keys(KEYS[1], KEYS[6], ARGV[1], ARGV[5])) do
+  redis.call('PERSIST', key)
+end
 return current
 """
 )
@@ -270,13 +337,65 @@ return 1
 TOUCH = _COMMON + "return redis.call('ZADD', KEYS[1], 'XX', now_s(), ARGV[1])"
 
 # A succeeded job's event, if it is not out yet (jobs that succeeded under cardload 0.1,
-# whose publish step ran separately). KEYS: job, stream.  ARGV: flag .. maxlen
+# whose publish step ran separately). KEYS: job, stream.  ARGV: flag .. events kept ms
 ANNOUNCE = (
     _COMMON
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= '$SUCCEEDED' then return 0 end
-announce(KEYS[1], KEYS[2], unpack(ARGV, 1, 5))
+announce(KEYS[1], KEYS[2], unpack(ARGV, 1, 6))
 return 1
+"""
+)
+
+# The first message of each job sent: noted only on a record that still exists (one
+# that finished and expired meanwhile must not come back as a stub).
+# KEYS: the jobs' records.
+MARK_DISPATCHED = """
+for _, job in ipairs(KEYS) do
+  if redis.call('EXISTS', job) == 1 then redis.call('HSET', job, 'dispatched', 1) end
+end
+return 0
+"""
+
+# Another key for a job (same content, another key), unless the key is taken: it
+# expires as the job's own key does, so an unfinished job notes it for its success.
+# KEYS: the key, the job's record, its aliases.  ARGV: value, keys kept ms
+ALIAS = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+local status = redis.call('HGET', KEYS[2], 'status')
+if status == '$SUCCEEDED' or not status then  -- ended, or ended and forgotten
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SADD', KEYS[3], KEYS[1])
+end
+return 1
+"""
+
+# A finished job forgotten by hand (``cardload jobs purge``): only in a status that may
+# go, and only as it was read (a job replayed or written since is left alone). Its keys
+# are deleted once past their period, else kept with what is left of it; its
+# dead-letter entry goes with it.
+# KEYS: job, history, aliases, dead-letter index, dead-letter entry.
+# ARGV: 1 job_id, 2 updated_at as read ('' if none), 3 statuses that may go,
+#       4 idempotency key prefix, 5 keys' ms left (<= 0: deleted)
+# Reply: {0} left alone | {1, keys deleted, dead-letter entries deleted}
+PURGE = (
+    _COMMON
+    + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or not member(ARGV[3], status) then return {0} end
+if (redis.call('HGET', KEYS[1], 'updated_at') or '') ~= ARGV[2] then return {0} end
+local left, deleted = tonumber(ARGV[5]), 0
+for _, key in ipairs(job_keys(KEYS[1], KEYS[3], ARGV[1], ARGV[4])) do
+  if left <= 0 then
+    deleted = deleted + redis.call('DEL', key)
+  elseif redis.call('PTTL', key) == -1 then  -- kept for good: written before retention
+    redis.call('PEXPIRE', key, left)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return {1, deleted, redis.call('DEL', KEYS[5])}
 """
 )
 
@@ -286,6 +405,6 @@ def _with_statuses(source: str) -> str:
     return Template(source).substitute({status.name: status.value for status in JobStatus})
 
 
-ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE = map(
-    _with_statuses, (ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE)
+ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE, ALIAS = map(
+    _with_statuses, (ADMIT, CLAIM, FINISH_STEP, SUCCEED, DEAD_LETTER, REOPEN, ANNOUNCE, ALIAS)
 )

@@ -32,6 +32,7 @@ from cardload.jobs.replies import text
 from cardload.jobs.routing import STEP_STATUSES, Step
 
 PIPELINE_CHUNK = 500
+DAY_S = 86_400
 
 
 class IdempotencyConflict(CardloadError):
@@ -203,11 +204,20 @@ class JobStore:
         stream: str = "cardload:events",
         stream_maxlen: int = 1_000_000,
         dead_letters: str = "cardload:dead_letters",
+        jobs_retention_s: float = 30 * DAY_S,
+        keys_retention_s: float = 400 * DAY_S,
+        events_retention_s: float = 7 * DAY_S,
     ) -> None:
+        if keys_retention_s < jobs_retention_s:
+            raise ValueError("idempotency keys must be kept at least as long as job records")
         self.redis = client
         self.stream = stream
         self.stream_maxlen = stream_maxlen
         self.dead_letters = dead_letters
+        # How long a succeeded job's record and its keys are kept, and result events.
+        self.jobs_retention_ms = int(jobs_retention_s * 1000)
+        self.keys_retention_ms = int(keys_retention_s * 1000)
+        self.events_retention_ms = int(events_retention_s * 1000)
         register = client.register_script
         self._admit = register(scripts.ADMIT)
         self._claim = register(scripts.CLAIM)
@@ -220,6 +230,9 @@ class JobStore:
         self._note = register(scripts.NOTE)
         self._touch = register(scripts.TOUCH)
         self._announce = register(scripts.ANNOUNCE)
+        self._mark_dispatched = register(scripts.MARK_DISPATCHED)
+        self._alias = register(scripts.ALIAS)
+        self._purge = register(scripts.PURGE)
 
     # --- admission ------------------------------------------------------------------
 
@@ -253,17 +266,25 @@ class JobStore:
         )
 
     def mark_dispatched(self, job_ids: Iterable[str]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hset(keys.job(job_id), "dispatched", 1)
-        pipe.execute()
+        """Note that each job's first message was sent (never on a record that is gone)."""
+        ids = list(job_ids)
+        # One script call per chunk, not in a pipeline: a pipeline of scripts asks
+        # SCRIPT EXISTS first, one more round trip.
+        for start in range(0, len(ids), PIPELINE_CHUNK):
+            chunk = ids[start : start + PIPELINE_CHUNK]
+            self._mark_dispatched(keys=[keys.job(job_id) for job_id in chunk])
 
     def dispatched_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
-        """Whether each job's first message was sent (pipelined)."""
+        """Whether each job's first message was sent (pipelined). A job whose key is
+        known and whose record is gone counts as sent: it succeeded (or was purged) and
+        its record expired; sending it again could only find nothing, or load again."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hget(keys.job(job_id), "dispatched")
-        return {jid: v in (b"1", "1") for jid, v in zip(job_ids, pipe.execute(), strict=True)}
+            pipe.hmget(keys.job(job_id), "dispatched", "status")
+        return {
+            jid: dispatched in (b"1", "1") or status is None
+            for jid, (dispatched, status) in zip(job_ids, pipe.execute(), strict=True)
+        }
 
     def job_id_for_key(self, key: str) -> str | None:
         return self.job_ids_for_keys([key])[0]
@@ -271,15 +292,26 @@ class JobStore:
     def add_keys(self, aliases: Sequence[tuple[CardLoadJob, str]]) -> None:
         """Let each job also answer to another job's key (same content, another key):
         a later admission under that key finds this job, not a second load. A key taken
-        meanwhile stays with whoever took it."""
+        meanwhile stays with whoever took it. The new key expires as the job's own does
+        (``CARDLOAD_RETENTION_KEYS_S`` after its success)."""
         pipe = self.redis.pipeline(transaction=False)
         for keyed, job_id in aliases:
-            value = f"{job_id} {keyed.fingerprint()}"
-            pipe.set(keys.idempotency(keyed.idempotency_key), value, nx=True)
+            self._alias(
+                keys=[
+                    keys.idempotency(keyed.idempotency_key),
+                    keys.job(job_id),
+                    keys.aliases(job_id),
+                ],
+                args=[f"{job_id} {keyed.fingerprint()}", self.keys_retention_ms],
+                client=pipe,
+            )
         pipe.execute()
 
     def job_ids_for_keys(self, idempotency_keys: Sequence[str]) -> list[str | None]:
-        """The job admitted under each key, or None (pipelined)."""
+        """The job admitted under each key, or None (pipelined). A key outlives its job's
+        record (``CARDLOAD_RETENTION_KEYS_S``): the id of a job that finished and was
+        forgotten is still returned, so the key still keeps its load from being made
+        again; :meth:`load` then finds no record."""
         pipe = self.redis.pipeline(transaction=False)
         for key in idempotency_keys:
             pipe.get(keys.idempotency(key))
@@ -430,13 +462,16 @@ class JobStore:
         self._fenced(
             lease,
             self._succeed(
-                keys=[*self._job_keys(lease.job_id), self.stream],
+                keys=[*self._job_keys(lease.job_id), self.stream, keys.aliases(lease.job_id)],
                 args=[
                     lease.job_id,
                     lease.fence,
                     _entry(entry, now),
                     now.isoformat(),
                     result.model_dump_json(),
+                    self.jobs_retention_ms,
+                    self.keys_retention_ms,
+                    keys.IDEMPOTENCY,
                     *self._event_args(event),
                 ],
             ),
@@ -481,7 +516,8 @@ class JobStore:
 
     def reopen(self, job_id: str) -> bool:
         """Take a dead-lettered job out of the store and back to ``queued`` for a replay
-        (without its transaction if that one's payment failed)."""
+        (without its transaction if that one's payment failed), kept with its keys until
+        it ends again."""
         now = now_utc()
         entry = HistoryEntry(at=now, status=JobStatus.QUEUED, note="replayed from dead letters")
         previous = self._reopen(
@@ -489,15 +525,50 @@ class JobStore:
                 *self._job_keys(job_id),
                 self.dead_letters,
                 keys.dead_letter(self.dead_letters, job_id),
+                keys.aliases(job_id),
             ],
             args=[
                 job_id,
                 entry.model_dump_json(exclude_none=True),
                 now.isoformat(),
                 PAYMENT_FAILED,
+                keys.IDEMPOTENCY,
             ],
         )
         return text(previous) == JobStatus.DEAD_LETTERED
+
+    def forget(
+        self,
+        job_id: str,
+        *,
+        updated_at: str,
+        statuses: Iterable[JobStatus],
+        keys_left_ms: int,
+    ) -> tuple[bool, int, int]:
+        """Delete a finished job's record, history and dead-letter entry, if its status
+        is one of ``statuses`` and its ``updated_at`` (as read, '' if none) is unchanged.
+        Its idempotency keys are deleted if ``keys_left_ms`` <= 0, else kept (with that
+        long left if they had no expiry). Returns (deleted, keys deleted, dead-letter
+        entries deleted)."""
+        reply = self._purge(
+            keys=[
+                keys.job(job_id),
+                keys.history(job_id),
+                keys.aliases(job_id),
+                self.dead_letters,
+                keys.dead_letter(self.dead_letters, job_id),
+            ],
+            args=[
+                job_id,
+                updated_at,
+                ",".join(s.value for s in statuses),
+                keys.IDEMPOTENCY,
+                keys_left_ms,
+            ],
+        )
+        if not int(reply[0]):
+            return False, 0, 0
+        return True, int(reply[1]), int(reply[2])
 
     def announce(self, job_id: str, event: Announcement) -> bool:
         """Append a succeeded job's event unless it is out already."""
@@ -529,7 +600,14 @@ class JobStore:
         return [keys.job(job_id), keys.history(job_id), keys.ACTIVE]
 
     def _event_args(self, event: Announcement) -> list[str | int]:
-        return [event.flag, event.event_id, event.type, event.data, self.stream_maxlen]
+        return [
+            event.flag,
+            event.event_id,
+            event.type,
+            event.data,
+            self.stream_maxlen,
+            self.events_retention_ms,
+        ]
 
     @staticmethod
     def _fenced(lease: Lease, reply: Any) -> None:
@@ -538,11 +616,15 @@ class JobStore:
 
 
 def job_store(client: redis.Redis, settings: Settings) -> JobStore:
-    """The store with the stream and dead-letter names of these settings."""
-    events = settings.events
+    """The store with the stream and dead-letter names and the retention of these
+    settings."""
+    events, retention = settings.events, settings.retention
     return JobStore(
         client,
         stream=events.stream,
         stream_maxlen=events.stream_maxlen,
         dead_letters=events.dead_letters,
+        jobs_retention_s=retention.jobs_s,
+        keys_retention_s=retention.keys_s,
+        events_retention_s=retention.events_s,
     )

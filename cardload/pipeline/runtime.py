@@ -1,6 +1,7 @@
 """The pipeline and its resources: one Redis connection pool, one httpx connection
-pool, one access token and one lease keeper. cardload's app builds one per worker
-process (again in a forked child, which must not share its parent's sockets).
+pool, one access token, the API's shared breaker and rate limit, and one lease keeper.
+cardload's app builds one per worker process (again in a forked child, which must not
+share its parent's sockets).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import httpx
 import redis
 
 from cardload.config import Settings
+from cardload.flowcontrol import api_gate
 from cardload.jobs.leases import LeaseKeeper
 from cardload.jobs.store import job_store
 from cardload.pipeline.steps import Pipeline
@@ -47,9 +49,10 @@ def build_pipeline(
         transport=transport,
     )
     credentials = Credentials(secu.client_id, secu.client_secret)
+    gate = api_gate(client, settings)
     # The token stays in this process: see secuconnect.tokens for why not in Redis.
     tokens = MemoryTokenSource(
-        lambda: fetch_token(http, credentials),
+        lambda: gate.fetch_token(lambda: fetch_token(http, credentials)),
         margin_s=secu.token_refresh_margin_s,
         backoff_base_s=settings.retry.base_backoff_s,
         backoff_max_s=min(60.0, settings.retry.max_backoff_s),
@@ -57,5 +60,5 @@ def build_pipeline(
     store = job_store(client, settings)
     leases = LeaseKeeper(store, int(settings.jobs.lease_s * 1000), secu.step_budget_s)
     return Pipeline(
-        store=store, client=SecuconnectClient(http, tokens), leases=leases, settings=settings
+        store=store, client=SecuconnectClient(http, tokens, gate), leases=leases, settings=settings
     )

@@ -59,6 +59,7 @@ from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request, transaction_mismatch
 from cardload.pipeline.results import announcement, failed_event, load_result, succeeded_event
 from cardload.secuconnect import (
+    CallHeldError,
     KeyConflictError,
     NotFoundError,
     PermanentError,
@@ -323,9 +324,10 @@ class Pipeline:
         self, claim: Claimed, step: Step, exc: SecuconnectError, watch: StartWatch | None
     ) -> Outcome:
         info = error_info(exc)
-        if isinstance(exc, TokenUnavailableError):
-            # No token mid-step (a refused token could not be replaced): the job waits,
-            # the attempt is given back, and it is never a reason to dead-letter.
+        if isinstance(exc, TokenUnavailableError | CallHeldError):
+            # No token mid-step (a refused token could not be replaced), or the call held
+            # back by the shared breaker or rate limit (never sent): the job waits, the
+            # attempt is given back, and it is never a reason to dead-letter.
             return self._retry(claim, step, info, watch, exc.retry_after_s, give_back=True)
         if isinstance(exc, PermanentError):
             return self._dead_letter(claim, info, watch)
@@ -435,12 +437,18 @@ class Pipeline:
     def _step(self, job_id: str, step: Step, run: Callable[[Claimed], Outcome]) -> Outcome:
         """Claim the job for ``step`` and run it; whatever happens, give the lease back."""
         try:
-            # Before the claim: waiting for a token costs the job no attempt.
+            # Before the claim: waiting for a token, or for the API's circuit breaker,
+            # costs the job no attempt.
             self.client.authenticate()
+            held_s = self.client.gate.held_for()
         except TokenUnavailableError as exc:
             self.store.touch(job_id)  # alive and waiting: not for the stall sweep
             STEP_RETRIES.labels(step, "token").inc()
             return self._token_wait(exc)
+        if held_s > 0:
+            self.store.touch(job_id)
+            STEP_RETRIES.labels(step, "held").inc()
+            return self._held(held_s)
         claim = self.store.claim(
             job_id,
             step,
@@ -529,6 +537,13 @@ class Pipeline:
             self.store.release(lease)
         except Exception as exc:  # the original error matters more than this one
             log.warning("lease.release_failed", error=str(exc))
+
+    def _held(self, held_s: float) -> Outcome:
+        # Spread over a second past the probe: the waiting jobs do not all come back at
+        # once (only one of them may probe).
+        delay = min(held_s + self.uniform(), self.settings.retry.max_backoff_s)
+        log.info("step.held", delay_s=round(delay, 2))
+        return RetryLater(delay, "calls to the API are held: its circuit breaker is open")
 
     def _token_wait(self, exc: TokenUnavailableError) -> Outcome:
         retry = self.settings.retry

@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,6 +130,9 @@ class SandboxApp:
         self._lock = threading.RLock()
         self.faults = FaultInjector(faults)
         self.requests: Counter[str] = Counter()
+        # When each API request came (monotonic s) and to which endpoint: the rate the
+        # workers call at, for tests of the shared rate limit. The last 100,000 only.
+        self.request_times: deque[tuple[float, str]] = deque(maxlen=100_000)
         self.world: World = seeded_world(seed)
         self.engine = Engine(self.world, clock, bare_start=bare_start)
         self.auth = Auth(self.world.ids, monotonic, client_id, client_secret, token_ttl_s)
@@ -143,6 +146,7 @@ class SandboxApp:
         decision = self.faults.decide(endpoint)
         with self._lock:
             self.requests[endpoint] += 1
+            self.request_times.append((time.monotonic(), endpoint))
         rule = decision.rule
         if rule is not None and rule.kind in REFUSING:
             if rule.kind == "reset":

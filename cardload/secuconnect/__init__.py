@@ -1,8 +1,9 @@
 """secuconnect Smart Transactions: wire models, the error tree, and the HTTP client."""
 
-from cardload.secuconnect.client import SecuconnectClient, build_http
+from cardload.secuconnect.client import CallGate, SecuconnectClient, build_http
 from cardload.secuconnect.errors import (
     AmbiguousError,
+    CallHeldError,
     KeyConflictError,
     NotFoundError,
     PermanentError,
@@ -28,6 +29,8 @@ __all__ = [
     "AmbiguousError",
     "ApiErrorBody",
     "Balances",
+    "CallGate",
+    "CallHeldError",
     "CreateSmartTransaction",
     "Credentials",
     "KeyConflictError",

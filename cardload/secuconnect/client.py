@@ -13,7 +13,7 @@ import json
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -72,6 +72,46 @@ def build_http(
     return client
 
 
+class CallGate(Protocol):
+    """What every call passes through before it is sent and after it ends: the shared
+    circuit breaker and rate limit (``cardload.flowcontrol``). ``enter`` may wait, or
+    raise :class:`CallHeldError` (the call is then not sent); ``leave`` is told how the
+    call ended: the HTTP status, or the error when no answer came."""
+
+    def held_for(self) -> float:
+        """Seconds before calls may go (0: now): asked before a step claims its job."""
+        ...
+
+    def enter(self, endpoint: str) -> object: ...
+
+    def leave(
+        self,
+        ticket: object,
+        status: int | None,
+        error: SecuconnectError | None,
+        retry_after: str | None,
+    ) -> None: ...
+
+
+class _Open:
+    """No gate: every call goes."""
+
+    def held_for(self) -> float:
+        return 0.0
+
+    def enter(self, endpoint: str) -> object:
+        return None
+
+    def leave(
+        self,
+        ticket: object,
+        status: int | None,
+        error: SecuconnectError | None,
+        retry_after: str | None,
+    ) -> None:
+        return None
+
+
 def _endpoint(method: str, path: str) -> str:
     """The metrics' name for a call: create, get, start, prepare, cancel or list."""
     if path == TRANSACTIONS:
@@ -96,9 +136,12 @@ class SecuconnectClient:
     cookies, event hooks) cost more CPU than the transport itself, and the API needs
     none of them (a redirect is not followed: it is an answer to retry)."""
 
-    def __init__(self, http: httpx.Client, tokens: TokenSource) -> None:
+    def __init__(
+        self, http: httpx.Client, tokens: TokenSource, gate: CallGate | None = None
+    ) -> None:
         self._http = http
         self._tokens = tokens
+        self.gate: CallGate = gate or _Open()
         base = http.base_url
         self._origin = str(base).rstrip("/")
         self._prefix = base.raw_path.decode("ascii").rstrip("/")
@@ -285,13 +328,19 @@ class SecuconnectClient:
         endpoint = _endpoint(method, path)
         if params:
             path = f"{path}?{urlencode(params, quote_via=quote)}"
+        ticket = self.gate.enter(endpoint)  # may wait, or raise CallHeldError: not sent
         began = time.perf_counter()
         try:
             answer = self._exchange(method, path, headers, content)
         except SecuconnectError as exc:
             API_CALLS.labels(endpoint, exc.kind).observe(time.perf_counter() - began)
+            self.gate.leave(ticket, None, exc, None)
+            raise
+        except BaseException:
+            self.gate.leave(ticket, None, None, None)  # ours (a bug), not the API's
             raise
         API_CALLS.labels(endpoint, str(answer.status)).observe(time.perf_counter() - began)
+        self.gate.leave(ticket, answer.status, None, answer.header("retry-after"))
         return answer
 
     def _exchange(

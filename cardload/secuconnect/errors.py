@@ -3,8 +3,10 @@
     SecuconnectError              any failed call; carries HTTP status, API error, supportId
     ├── RetryableError            nothing took effect; repeating is safe
     │   ├── RateLimitedError      429, with the server's Retry-After
-    │   └── TokenUnavailableError no access token: the token endpoint failed, or refused
-    │                             the credentials; the job waits, it is never dead-lettered
+    │   ├── TokenUnavailableError no access token: the token endpoint failed, or refused
+    │   │                         the credentials; the job waits, it is never dead-lettered
+    │   └── CallHeldError         not sent: the shared circuit breaker is open, or the
+    │                             shared rate limit would wait too long; the job waits
     ├── AmbiguousError            the request may have taken effect (lost response, 5xx
     │                             or 408 on a POST): reconcile by reading before repeating
     └── PermanentError            the API refused; repeating cannot help
@@ -92,6 +94,19 @@ class TokenUnavailableError(RetryableError):
     ) -> None:
         super().__init__(message, http_status=http_status)
         self.credentials_refused = credentials_refused
+        self.retry_after_s = retry_after_s
+
+
+class CallHeldError(RetryableError):
+    """The call was never sent: every worker holds its calls back (the API failed for
+    all of them, or refused our credentials), or the shared rate limit would keep it
+    waiting too long. Like a missing token, a reason for the job to wait, never to
+    spend an attempt or be dead-lettered."""
+
+    kind = "held"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
         self.retry_after_s = retry_after_s
 
 

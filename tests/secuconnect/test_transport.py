@@ -256,14 +256,16 @@ def _raw_server(answer: Callable[[bytes, socket.socket], None]) -> tuple[str, so
     listener = socket.create_server(("127.0.0.1", 0))
 
     def handle(conn: socket.socket) -> None:
-        f = conn.makefile("rb")
-        while line := f.readline():
-            length = 0
-            while (header := f.readline()) not in (b"\r\n", b""):
-                if header.lower().startswith(b"content-length:"):
-                    length = int(header.split(b":")[1])
-            f.read(length)
-            answer(line, conn)
+        # Closed when the client goes: a socket left to the garbage collector warns
+        # (ResourceWarning) in whichever later test happens to be running then.
+        with conn, conn.makefile("rb") as f:
+            while line := f.readline():
+                length = 0
+                while (header := f.readline()) not in (b"\r\n", b""):
+                    if header.lower().startswith(b"content-length:"):
+                        length = int(header.split(b":")[1])
+                f.read(length)
+                answer(line, conn)
 
     def serve() -> None:
         while True:
