@@ -11,6 +11,7 @@ from celery import Celery
 from cardload.config import Settings, load_settings
 from cardload.deadletters.store import DeadLetterStore
 from cardload.events.stream import EventStream
+from cardload.jobs.connection import connect
 from cardload.jobs.store import JobStore, job_store
 from cardload.producers.enqueue import CardLoadProducer
 from cardload.worker import default_app
@@ -26,7 +27,7 @@ class Context:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url)
+        return connect(self.settings.redis_url)
 
     @property
     def app(self) -> Celery:

@@ -27,7 +27,9 @@ from cardload.errors import CardloadError
 
 ENV_PREFIX = "CARDLOAD_"
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# redis+sentinel://host:port[,host:port]/service[/db]: a primary and replicas behind
+# Sentinel (cardload.jobs.connection).
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 _BROKER_SCHEMES = (*_REDIS_SCHEMES, "amqp://", "amqps://", "pyamqp://", "memory://")
 _SECUCONNECT_ID = r"^{prefix}_[A-Z0-9]{{30}}$"
 
@@ -44,10 +46,14 @@ def _scheme_checker(schemes: tuple[str, ...]) -> AfterValidator:
                 "its user name or password holds / ? # or @: write them URL-encoded "
                 "(%2F %3F %23 %40)"
             )
+        hosts = url.split("://", 1)[1].rpartition("@")[2].partition("/")[0]
         try:
-            _ = urlsplit(url).port  # raises for a port that is not a number
+            for host in hosts.split(",") if url.startswith("redis+sentinel://") else [hosts]:
+                _ = urlsplit(f"//{host}").port  # raises for a port that is not a number
         except ValueError:
             raise ValueError("its port is not a number from 0 to 65535") from None
+        if url.startswith("redis+sentinel://") and not url.split("://", 1)[1].partition("/")[2]:
+            raise ValueError("write it as redis+sentinel://host:port[,host:port]/service[/db]")
         return url
 
     return AfterValidator(check)
@@ -288,6 +294,17 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     webhooks: WebhookSettings = WebhookSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _a_probe_outlives_its_call(self) -> Settings:
+        secu = self.secuconnect
+        longest_call_s = secu.connect_timeout_s + secu.write_timeout_s + secu.read_timeout_s
+        if self.breaker.probe_timeout_s <= longest_call_s:
+            raise ValueError(
+                "CARDLOAD_BREAKER_PROBE_TIMEOUT_S must exceed the secuconnect connect, write "
+                "and read timeouts together, or a slow probe's answer is never heard"
+            )
+        return self
 
     @model_validator(mode="after")
     def _retries_fit_the_visibility_timeout(self) -> Settings:

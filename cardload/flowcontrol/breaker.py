@@ -61,37 +61,39 @@ class SharedBreaker:
         self._failures = 0
         self._pause_until = 0.0  # monotonic
         self._reason = ""
+        self._ok_noted = float("-inf")
         register = client.register_script
         self._read = register(scripts.READ)
         self._failure = register(scripts.FAILURE)
         self._success = register(scripts.SUCCESS)
         self._probe = register(scripts.PROBE)
         self._pause = register(scripts.PAUSE)
+        self._unprobe = register(scripts.UNPROBE)
 
     # --- what a call asks -------------------------------------------------------------
 
-    def admit(self) -> tuple[bool, float]:
-        """May a call go now? ``(True, 0)``: yes (and whether it is the probe is kept);
-        ``(False, s)``: not for ``s`` seconds."""
+    def admit(self) -> tuple[bool, float, bool]:
+        """May a call go now? ``(True, 0, probe)``: yes, and whether it is the probe
+        (whose answer decides the breaker); ``(False, s, False)``: not for ``s`` seconds."""
         self._refresh()
         with self._lock:
             if self._state == "closed":
-                return True, 0.0
+                return True, 0.0, False
         reply = self._probe(
             keys=[keys.BREAKER, keys.BREAKER_PROBE], args=[self._lease_ms, self._holder]
         )
         verdict = _text(reply[0])
         if verdict == "closed":
             self._saw("closed")
-            return True, 0.0
+            return True, 0.0, False
         if verdict == "probe":
             self._saw("half_open")
             log.warning("breaker.probing")
-            return True, 0.0
+            return True, 0.0, True
         wait_s = int(reply[1]) / 1000
         with self._lock:
             self._open_until = max(self._open_until, time.monotonic() + wait_s)
-        return False, wait_s
+        return False, wait_s, False
 
     def open_for(self) -> float:
         """Seconds until a probe may go (0: closed, or a probe is due), as last read."""
@@ -105,6 +107,10 @@ class SharedBreaker:
         with self._lock:
             return self._reason
 
+    def unprobe(self) -> None:
+        """The probe this process was granted is not sent: another may probe now."""
+        self._unprobe(keys=[keys.BREAKER_PROBE], args=[self._holder])
+
     def paused_for(self) -> float:
         """Seconds every call still waits for a 429's Retry-After (as last read)."""
         self._refresh()
@@ -114,10 +120,12 @@ class SharedBreaker:
     # --- what a call tells ------------------------------------------------------------
 
     def succeeded(self) -> None:
+        now = time.monotonic()
         with self._lock:
             quiet = self._state == "closed" and self._failures == 0
-        if quiet:
-            return  # the usual case: nothing to write
+            if quiet and now - self._ok_noted < REFRESH_S:
+                return  # the usual case: nothing to write
+            self._ok_noted = now  # a success noted at most once a REFRESH_S when quiet
         state = _text(self._success(keys=[keys.BREAKER, keys.BREAKER_PROBE], args=[self._holder]))
         with self._lock:
             self._failures = 0
@@ -128,9 +136,18 @@ class SharedBreaker:
         s = self._settings
         reply = self._failure(
             keys=[keys.BREAKER, keys.BREAKER_PROBE],
-            args=[s.failures, int(s.open_s * 1000), int(s.max_open_s * 1000), reason, int(at_once)],
+            args=[
+                s.failures,
+                int(s.open_s * 1000),
+                int(s.max_open_s * 1000),
+                reason,
+                int(at_once),
+                self._holder,
+            ],
         )
         state, span_ms = _text(reply[0]), int(reply[1])
+        if state == "half_open":
+            return  # a call from before the opening, failing late: the probe decides
         if state == "open":
             with self._lock:
                 self._open_until = max(self._open_until, time.monotonic() + span_ms / 1000)

@@ -4,6 +4,7 @@ call ended. The client's :class:`~cardload.secuconnect.CallGate`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import redis
@@ -40,14 +41,20 @@ class ApiGate:
         return self.breaker.open_for()
 
     def enter(self, endpoint: str) -> object:
-        go, wait_s = self.breaker.admit()
+        go, wait_s, probe = self.breaker.admit()
         if not go:
             raise CallHeldError(
                 f"calls to the API are held: its circuit breaker is open "
                 f"({self.breaker.reason() or 'failing'}), next probe in {wait_s:.1f} s",
                 retry_after_s=wait_s,
             )
-        return self.limit.wait(self.breaker.paused_for())
+        try:
+            return self.limit.wait(self.breaker.paused_for())
+        except BaseException:
+            if probe:  # not sent: let another probe now, not after the probe's lease
+                with contextlib.suppress(redis.RedisError):
+                    self.breaker.unprobe()
+            raise
 
     def leave(
         self,
@@ -72,6 +79,16 @@ class ApiGate:
         try:
             token = fetch()
         except TokenUnavailableError as exc:
+            self._token_failed(ticket, exc)
+            raise
+        except BaseException:
+            self.leave(ticket, None, None, None)  # ours (a bug), not the API's: place back
+            raise
+        self.leave(ticket, 200, None, None)
+        return token
+
+    def _token_failed(self, ticket: object, exc: TokenUnavailableError) -> None:
+        try:
             self.limit.leave(ticket if isinstance(ticket, str) else None)
             if exc.http_status == 429:
                 self.breaker.pause(exc.retry_after_s or _DEFAULT_429_PAUSE_S)
@@ -79,9 +96,8 @@ class ApiGate:
                 self.breaker.failed("credentials_refused", at_once=True)
             else:
                 self.breaker.failed("token_endpoint")
-            raise
-        self.leave(ticket, 200, None, None)
-        return token
+        except redis.RedisError as error:  # the token's failure is what the caller needs
+            log.warning("flowcontrol.unrecorded", error=str(error))
 
     def _judge(
         self, status: int | None, error: SecuconnectError | None, retry_after: str | None

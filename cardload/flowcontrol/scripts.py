@@ -36,12 +36,14 @@ return {f[1] or 'closed', string.format('%d', math.max(0, num(f[2]) - now)),
 """
 )
 
-# A call failed the way a down API fails. Closed: counted, and at the threshold (or at
-# once, ARGV[5] == '1': the credentials were refused) the breaker opens, each opening
-# in a row longer. Half-open: the probe failed, open again. Open: a call that was under
-# way when it opened; nothing changes.
-# KEYS: breaker, probe.  ARGV: threshold, base open ms, max open ms, reason, at once
-# Reply: {state after, ms it stays open (0 unless it opened now)}
+# A call failed the way a down API fails. Closed: counted, and at the threshold the
+# breaker opens, each opening in a row longer; refused credentials (ARGV[5] == '1')
+# open it at once unless some call succeeded within the last base open period (then
+# another host holds good credentials: that host's refusals are its own, counted
+# only). Half-open: the probe's own failure (ARGV[6] its holder) opens it again; a
+# call sent before, failing late, changes nothing. Open: nothing changes.
+# KEYS: breaker, probe.  ARGV: threshold, base open ms, max open ms, reason, at once,
+# holder.  Reply: {state after, ms it stays open (0 unless it opened now)}
 FAILURE = (
     _NOW
     + _OPEN
@@ -50,10 +52,13 @@ local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local now = now_ms()
 if state == 'open' then return {'open', 0} end
 if state == 'half_open' then
+  if redis.call('GET', KEYS[2]) ~= ARGV[6] then return {'half_open', 0} end
   return {'open', open(KEYS[1], KEYS[2], now, num(ARGV[2]), num(ARGV[3]), ARGV[4])}
 end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-if ARGV[5] == '1' or failures >= num(ARGV[1]) then
+local at_once = ARGV[5] == '1' and
+  now - num(redis.call('HGET', KEYS[1], 'last_ok_ms')) > num(ARGV[2])
+if at_once or failures >= num(ARGV[1]) then
   return {'open', open(KEYS[1], KEYS[2], now, num(ARGV[2]), num(ARGV[3]), ARGV[4])}
 end
 return {'closed', 0}
@@ -61,17 +66,30 @@ return {'closed', 0}
 )
 
 # The API answered. The probe of a half-open breaker (ARGV[1] its holder): closed, and
-# the next opening starts short again. Otherwise the count of failures in a row ends.
-# KEYS: breaker, probe.  ARGV: holder or ''.  Reply: state after
-SUCCESS = """
+# the next opening starts short again. Otherwise the count of failures in a row ends,
+# and when a call last succeeded is noted (refused credentials elsewhere weigh less).
+# KEYS: breaker, probe.  ARGV: holder.  Reply: state after
+SUCCESS = (
+    _NOW
+    + """
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'half_open' and ARGV[1] ~= '' and redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'openings', 0, 'reason', '')
+local now = string.format('%d', now_ms())
+if state == 'half_open' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'openings', 0, 'reason', '',
+    'last_ok_ms', now)
   redis.call('DEL', KEYS[2])
   return 'closed'
 end
-if state == 'closed' then redis.call('HSET', KEYS[1], 'failures', 0) end
+if state == 'closed' then redis.call('HSET', KEYS[1], 'failures', 0, 'last_ok_ms', now) end
 return state
+"""
+)
+
+# A probe granted and then not sent (the rate limit held it): its lease goes at once,
+# so another may probe. KEYS: probe.  ARGV: holder
+UNPROBE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # May a call go while the breaker is not closed? Open and not yet due: no. Due (or

@@ -11,6 +11,7 @@ import redis
 
 from cardload.config import Settings
 from cardload.flowcontrol import api_gate
+from cardload.jobs.connection import connect
 from cardload.jobs.leases import LeaseKeeper
 from cardload.jobs.store import job_store
 from cardload.pipeline.steps import Pipeline
@@ -24,7 +25,7 @@ from cardload.secuconnect import (
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    return connect(settings.redis_url, health_check_interval=30)
 
 
 def build_pipeline(

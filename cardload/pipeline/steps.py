@@ -387,6 +387,11 @@ class Pipeline:
             # Before the failure is final, settle what an unanswered start may have done.
             try:
                 tx = self._read(record.transaction_id, watch)
+            except (CallHeldError, TokenUnavailableError) as exc:
+                # Not read because every call waits (breaker, rate limit, no token): the
+                # job waits too, unsettled, instead of ending as possibly loaded.
+                info = error_info(exc)
+                return self._retry(claim, "start", info, watch, exc.retry_after_s, give_back=True)
             except SecuconnectError as exc:
                 log.warning("transaction.unreadable", error=exc.message)
             else:

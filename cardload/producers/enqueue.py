@@ -18,6 +18,7 @@ from kombu.exceptions import BatchPublishError, OperationalError
 
 from cardload.config import LoadMethod, Settings, load_settings
 from cardload.errors import CardloadError
+from cardload.jobs.connection import connect
 from cardload.jobs.model import CardLoadJob, ExtraLine, JobSource
 from cardload.jobs.store import Admission, IdempotencyConflict, JobStore, job_store
 from cardload.observability.masking import mask_card_number
@@ -66,7 +67,7 @@ class CardLoadProducer:
         if app is None:
             app = default_app() if settings is None else create_app(settings)
         settings = settings or load_settings()
-        client = redis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         return cls(app, job_store(client, settings), settings)
 
     def check(self, job: CardLoadJob) -> None:

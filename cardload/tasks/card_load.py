@@ -41,6 +41,12 @@ class CardLoadTask(Task):
     """A task whose retries are never acknowledged away."""
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
+        countdown = kwargs.get("countdown")
+        if countdown and 0 < countdown < 1 and self.app.conf.task_default_queue_type == "quorum":
+            # On a quorum queue the retry waits in RabbitMQ (native delayed delivery),
+            # which counts whole seconds and refuses less than one: kombu raises for
+            # int(countdown) == 0, and the retry would never be sent.
+            kwargs["countdown"] = 1
         try:
             return super().retry(*args, **kwargs)
         except Reject as exc:

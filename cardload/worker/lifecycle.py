@@ -20,6 +20,7 @@ from celery.signals import celeryd_init, setup_logging, task_received, worker_re
 
 from cardload.config import Settings, SettingsError
 from cardload.jobs import keys
+from cardload.jobs.connection import connect
 from cardload.jobs.routing import TASK_NAMES
 from cardload.observability import configure_logging, get_logger
 from cardload.tasks.card_load import TASK_EVENTS
@@ -83,7 +84,7 @@ def _start_worker(app: CardloadApp) -> None:
         if settings.worker.metrics_port:
             serve_metrics(app, settings, settings.worker.metrics_host, settings.worker.metrics_port)
         if settings.webhooks.in_worker:
-            start_deliverer(redis.Redis.from_url(settings.redis_url), settings)
+            start_deliverer(connect(settings.redis_url), settings)
 
     def received(sender: Any = None, request: Any = None, **_: Any) -> None:
         if (
@@ -108,7 +109,7 @@ _POOLS_IN_PROCESS = ("celery.concurrency.thread", "celery.concurrency.solo")
 
 def _forget_shared_token(settings: Settings) -> None:
     """cardload 0.1 cached the access token in Redis, where producers could read it."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     try:
         if client.delete(keys.LEGACY_TOKEN):
             log.warning("token.legacy_copy_deleted", key=keys.LEGACY_TOKEN)

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from cardload.config import Settings
 from cardload.jobs import keys
+from cardload.jobs.connection import connect
 from cardload.observability import get_logger
 from cardload.observability.metrics import (
     DEAD_LETTERS,
@@ -39,7 +40,7 @@ class SystemGauges(Collector):
     def __init__(self, app: Celery, settings: Settings) -> None:
         self._app = app
         self._settings = settings
-        self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        self._redis = connect(settings.redis_url, socket_timeout=5)
         self._lock = threading.Lock()  # one broker connection, scrapes one at a time
         self._broker: Any = None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from cardload.config import Settings
+from cardload.jobs.connection import SENTINEL_SCHEME, SentinelUrl
 from cardload.worker.transport import TRANSPORT
 
 
@@ -32,34 +33,72 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # rediss:// and redis+socket:// keep kombu's own: their TLS and socket options are
     # chosen from the URL's scheme, which a named transport would override.
     transport = {"broker_transport": TRANSPORT} if broker.startswith("redis://") else {}
-    return transport | {
-        "broker_url": broker,
-        "broker_transport_options": visibility | restore,
-        "result_backend_transport_options": visibility,
-        "visibility_timeout": settings.jobs.visibility_timeout_s,
-        "broker_connection_retry_on_startup": True,
-        "task_default_queue": settings.jobs.queue,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_ignore_result": True,  # state lives in the job record, not a result backend
-        "task_serializer": "json",
-        "accept_content": ["json"],
-        # Four messages per thread: a create waits for a thread with its merchantRef looked
-        # up meanwhile (pipeline/prefetch.py); with two, at 50 ms a create still waited for
-        # its lookup (throughput x0.71 of the naive chain, x0.98 with four). Unacknowledged,
-        # so a crash loses none (they come back after the visibility timeout).
-        "worker_prefetch_multiplier": 4,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_hijack_root_logger": False,
-        "worker_soft_shutdown_timeout": 30.0,
-        "worker_enable_soft_shutdown_on_idle": True,
-        "task_publish_retry": True,
-        "task_publish_retry_policy": {
-            "max_retries": 6,
-            "interval_start": 0.2,
-            "interval_step": 0.5,
-            "interval_max": 3.0,
-        },
+    return (
+        transport
+        | {
+            "broker_url": broker,
+            "broker_transport_options": visibility | restore,
+            "result_backend_transport_options": visibility,
+            "visibility_timeout": settings.jobs.visibility_timeout_s,
+            "broker_connection_retry_on_startup": True,
+            "task_default_queue": settings.jobs.queue,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "task_ignore_result": True,  # state lives in the job record, not a result backend
+            "task_serializer": "json",
+            "accept_content": ["json"],
+            # Four messages per thread: a create waits for a thread with its merchantRef looked
+            # up meanwhile (pipeline/prefetch.py); with two, at 50 ms a create still waited for
+            # its lookup (throughput x0.71 of the naive chain, x0.98 with four). Unacknowledged,
+            # so a crash loses none (they come back after the visibility timeout).
+            "worker_prefetch_multiplier": 4,
+            "worker_send_task_events": True,
+            "task_send_sent_event": True,
+            "worker_cancel_long_running_tasks_on_connection_loss": True,
+            "worker_hijack_root_logger": False,
+            "worker_soft_shutdown_timeout": 30.0,
+            "worker_enable_soft_shutdown_on_idle": True,
+            "task_publish_retry": True,
+            "task_publish_retry_policy": {
+                "max_retries": 6,
+                "interval_start": 0.2,
+                "interval_step": 0.5,
+                "interval_max": 3.0,
+            },
+        }
+        | _rabbitmq(broker)
+        | _sentinel(broker, visibility | restore)
+    )
+
+
+def _sentinel(broker: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Behind Sentinel (``redis+sentinel://``): kombu's Sentinel transport, which asks
+    the Sentinels for the primary and follows a failover."""
+    if not broker.startswith(SENTINEL_SCHEME):
+        return {}
+    found = SentinelUrl.parse(broker)
+    return {
+        "broker_url": found.kombu_url(),
+        "broker_transport_options": options | {"master_name": found.service},
+    }
+
+
+def _rabbitmq(broker: str) -> dict[str, Any]:
+    """On RabbitMQ: a quorum queue (replicated, durable; a message is handed back when
+    its consumer's connection drops, not after a visibility timeout), publisher confirms
+    (a publish returns once the broker has the message), and a topic exchange, which
+    Celery's native delayed delivery needs for retries with a countdown on a quorum
+    queue (messages wait in the broker, not in a worker's memory)."""
+    if not broker.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return {}
+    return {
+        "task_default_queue_type": "quorum",
+        "task_default_exchange_type": "topic",
+        "broker_transport_options": {"confirm_publish": True},
+        # Celery's pool of publishing connections sends no heartbeats of its own: under
+        # load RabbitMQ closed them, and a worker's consuming one with them ("missed
+        # heartbeats from client"), in the chaos test. A killed worker's connections
+        # close with its process (the kernel ends them), which is what hands its
+        # messages back; a host that vanishes is found by TCP keepalive.
+        "broker_heartbeat": 0,
     }

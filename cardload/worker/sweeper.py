@@ -16,6 +16,7 @@ from celery import Celery
 
 from cardload.config import Settings
 from cardload.jobs import keys
+from cardload.jobs.connection import connect
 from cardload.jobs.model import HistoryEntry, JobStatus
 from cardload.jobs.routing import STEP_FOR_STATUS
 from cardload.jobs.store import JobStore, job_store
@@ -57,7 +58,7 @@ def recover_stalled(
 
 
 def _loop(app: Celery, settings: Settings, stop: threading.Event) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     store = job_store(client, settings)
     interval_s = min(60.0, settings.jobs.stall_after_s / 4)
     while not stop.wait(interval_s):

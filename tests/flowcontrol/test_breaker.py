@@ -37,11 +37,11 @@ def test_failures_in_a_row_open_it_for_every_process(real_redis: redis.Redis) ->
     a.failed("server_error")
     b.failed("server_error")
     assert b.view().state == "closed" and b.view().failures == 2
-    assert a.admit() == (True, 0.0)
+    assert a.admit() == (True, 0.0, False)
     b.failed("server_error")
     view = a.view()
     assert view.state == "open" and view.reason == "server_error" and 4 < view.open_for_s <= 5
-    go, wait_s = a.admit()
+    go, wait_s, _ = a.admit()
     assert not go and 4 < wait_s <= 5
     assert b.open_for() > 4  # and held before a step claims its job
     assert BREAKER_STATE._value.get() == 2
@@ -53,13 +53,47 @@ def test_refused_credentials_open_it_at_once(real_redis: redis.Redis) -> None:
     assert a.view().state == "open" and a.view().reason == "credentials_refused"
 
 
+def test_one_hosts_refused_credentials_do_not_stop_hosts_whose_calls_succeed(
+    real_redis: redis.Redis,
+) -> None:
+    """A host with a wrong secret among hosts with the right one: its refusals are
+    counted like any failure, not a reason to stop everyone at once."""
+    good, bad = _breaker(real_redis), _breaker(real_redis)
+    good.succeeded()  # noted: calls succeed elsewhere
+    bad.failed("credentials_refused", at_once=True)
+    assert good.view().state == "closed" and good.view().failures == 1
+
+
+def test_a_late_failure_from_before_the_opening_leaves_the_probe_to_decide(
+    real_redis: redis.Redis,
+) -> None:
+    a, b = _breaker(real_redis), _breaker(real_redis)
+    a.failed("x", at_once=True)
+    _due(real_redis)
+    assert a.admit()[2]  # a probes
+    b.failed("no_answer")  # b's call, sent before the opening, times out now
+    assert a.view().state == "half_open"
+    a.succeeded()
+    assert b.view().state == "closed"
+
+
+def test_a_probe_not_sent_lets_another_probe_at_once(real_redis: redis.Redis) -> None:
+    a, b = _breaker(real_redis), _breaker(real_redis)
+    a.failed("x", at_once=True)
+    _due(real_redis)
+    assert a.admit()[2]
+    assert not b.admit()[0]
+    a.unprobe()  # a's probe was held (rate limit) and never sent
+    assert b.admit()[2]
+
+
 def test_one_probe_at_a_time_and_its_success_closes_it(real_redis: redis.Redis) -> None:
     a, b = _breaker(real_redis), _breaker(real_redis)
     a.failed("x", at_once=True)
     _due(real_redis)
-    assert a.admit() == (True, 0.0)  # a is the probe
+    assert a.admit() == (True, 0.0, True)  # a is the probe
     assert a.view().state == "half_open"
-    go, wait_s = b.admit()
+    go, wait_s, _ = b.admit()
     assert not go and wait_s > 0  # b waits for a's probe
     b.succeeded()  # a straggler of b's (under way before): it is not the probe
     assert a.view().state == "half_open"
@@ -67,7 +101,7 @@ def test_one_probe_at_a_time_and_its_success_closes_it(real_redis: redis.Redis) 
     view = b.view()
     assert view.state == "closed" and view.failures == 0
     assert real_redis.hget(keys.BREAKER, "openings") == b"0"  # the next opening is short
-    assert b.admit() == (True, 0.0)
+    assert b.admit() == (True, 0.0, False)
 
 
 def test_a_failed_probe_opens_it_again_for_longer(real_redis: redis.Redis) -> None:

@@ -112,6 +112,8 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
     assert parse_retry_after("99999") == 3600.0
     assert parse_retry_after("soon") is None
+    assert parse_retry_after("²") is None  # a digit to str.isdigit, not to float()
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 -0000", now) == 30.0  # naive: UTC
     assert parse_retry_after(None) is None
     error = classify_response("GET", 429, b"", retry_after="3")
     assert isinstance(error, RateLimitedError) and error.retry_after_s == 3.0

@@ -29,7 +29,7 @@ FAULTS: list[dict[str, Any]] = [
 ]
 
 
-def _chaos(stack: Stack, jobs: int, *, kill_one: bool) -> None:
+def run_chaos(stack: Stack, jobs: int, *, kill_one: bool) -> None:
     stack.sandbox.faults.configure(
         stack.sandbox.faults.settings.model_validate({"seed": 42, "rules": FAULTS})
     )
@@ -106,10 +106,10 @@ def _replay_everything(stack: Stack, batch: list[CardLoadJob]) -> None:
 
 
 def test_chaos(stack: Stack) -> None:
-    _chaos(stack, 120, kill_one=False)
+    run_chaos(stack, 120, kill_one=False)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a killed worker's jobs wait out the visibility timeout and locks
 def test_chaos_long_with_a_killed_worker(stack: Stack) -> None:
-    _chaos(stack, 1000, kill_one=True)
+    run_chaos(stack, 1000, kill_one=True)
