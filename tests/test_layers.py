@@ -22,6 +22,7 @@ RANK = {
     "deadletters": 5,
     "apikeys": 5,
     "flowcontrol": 5,  # the API's shared breaker and rate limit: Redis, no job
+    "reconcile": 5,  # the API's transactions joined with the job records: reads both
     "pipeline": 6,
     "webhooks": 6,  # delivery of result events: reads the stream, never a job
     "tasks": 7,

@@ -16,6 +16,7 @@ from cardload.cli import (
     failures,
     health_cmd,
     jobs_cmd,
+    reconcile_cmd,
     sandbox_cmd,
     webhooks_cmd,
     worker_cmd,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_cmd.register(commands)
     webhooks_cmd.register(commands)
     health_cmd.register(commands)
+    reconcile_cmd.register(commands)
     return parser
 
 

@@ -52,8 +52,10 @@ def _scheme_checker(schemes: tuple[str, ...]) -> AfterValidator:
                 _ = urlsplit(f"//{host}").port  # raises for a port that is not a number
         except ValueError:
             raise ValueError("its port is not a number from 0 to 65535") from None
-        if url.startswith("redis+sentinel://") and not url.split("://", 1)[1].partition("/")[2]:
-            raise ValueError("write it as redis+sentinel://host:port[,host:port]/service[/db]")
+        if url.startswith("redis+sentinel://"):
+            path = [p for p in url.split("://", 1)[1].partition("/")[2].split("/") if p]
+            if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+                raise ValueError("write it as redis+sentinel://host:port[,host:port]/service[/db]")
         return url
 
     return AfterValidator(check)

@@ -5,14 +5,16 @@ Sentinels that watch a primary (``service``, Sentinel's master name) and its
 replicas: every connection goes to whichever is the primary now, and after a failover
 to the replica promoted. Writes the old primary had not yet passed on are lost with it
 (Redis replicates asynchronously); the scripts notice the new server (its ``run_id``)
-and every step of a job written before reads the API before it acts.
+and every step of a job written before reads the API before it acts. The Sentinels
+themselves are asked without a password (protect them by network, or use ACLs that
+let the client ask them).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from redis.sentinel import Sentinel
@@ -40,13 +42,16 @@ class SentinelUrl:
         for host in hosts.split(","):
             split = urlsplit(f"//{host}")
             sentinels.append((split.hostname or "127.0.0.1", split.port or 26379))
+        if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()) or "?" in path:
+            raise ValueError("write it as redis+sentinel://host:port[,host:port]/service[/db]")
         db = int(parts[1]) if len(parts) > 1 else 0
         return cls(tuple(sentinels), unquote(parts[0]), db, password or None)
 
     def kombu_url(self) -> str:
         """The same for kombu's Sentinel transport (``master_name`` goes in its options)."""
-        auth = f":{self.password}@" if self.password else ""
-        return ";".join(f"sentinel://{auth}{h}:{p}/{self.db}" for h, p in self.sentinels)
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        hosts = [(f"[{h}]" if ":" in h else h, p) for h, p in self.sentinels]  # IPv6
+        return ";".join(f"sentinel://{auth}{h}:{p}/{self.db}" for h, p in hosts)
 
 
 def connect(url: str, **options: Any) -> redis.Redis:

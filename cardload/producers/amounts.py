@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Literal
 
 from cardload.errors import CardloadError
@@ -35,6 +35,9 @@ def _decimal_value(raw: str, decimal: Literal[".", ","] | None) -> Decimal | Non
     if not pattern.match(raw):
         return None
     return Decimal(raw.replace(thousands, "").replace(",", "."))
+
+
+_MAX_DIGITS = 15  # major units of at most 10^15: larger is no amount anyone loads
 
 
 def _written(text: str, decimal: Literal[".", ","] | None) -> Decimal:
@@ -71,10 +74,17 @@ def parse_amount(
     German way, ``1.234,56``; ``"."``: the English way, ``1,234.56``."""
     if currency not in MINOR_UNITS:
         raise AmountError(f"currency {currency!r} not supported ({', '.join(MINOR_UNITS)})")
-    if isinstance(text, bool):
-        raise AmountError("amount must be a number like 20.00")
+    if isinstance(text, bool) or not isinstance(text, str | int | Decimal):
+        raise AmountError("amount must be a number like 20.00")  # null, a list, a float
     value = Decimal(text) if isinstance(text, int | Decimal) else _written(text, decimal)
-    cents = value.scaleb(MINOR_UNITS[currency])
+    if not value.is_finite():
+        raise AmountError(f"{mask_text(str(text))} is not an amount like 20.00")
+    if value.adjusted() > _MAX_DIGITS:
+        raise AmountError(f"{mask_text(str(text))[:40]} is far too large an amount")
+    # Exact, whatever the digits: the default context would round to 28 of them, and a
+    # fraction of a cent far down would go unseen.
+    exact = Context(prec=len(value.as_tuple().digits) + MINOR_UNITS[currency] + 2)
+    cents = value.scaleb(MINOR_UNITS[currency], context=exact)
     if cents != cents.to_integral_value():
         raise AmountError(f"{mask_text(str(text))} has fractions of a cent")
     result = int(cents)

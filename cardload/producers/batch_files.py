@@ -114,7 +114,10 @@ def _dialect(header_line: str) -> Dialect:
     """The delimiter under which the header splits into the most known column names."""
     known = {}
     for delimiter in _DELIMITERS:
-        names = next(csv.reader([header_line], delimiter=delimiter))
+        try:
+            names = next(csv.reader([header_line], delimiter=delimiter))
+        except csv.Error as exc:
+            raise BatchFileError(f"the header cannot be read as CSV ({exc})") from None
         known[delimiter] = (sum(1 for n in names if _column(n)), names)
     best = max(count for count, _ in known.values())
     winners = [d for d, (count, _) in known.items() if count == best]
@@ -157,7 +160,10 @@ def read_records(
 
 
 def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only: str.splitlines() also breaks at U+2028 and others, which
+    # JSON may hold raw inside a string.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -165,16 +171,38 @@ def _json_lines(text: str) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
         except json.JSONDecodeError as exc:
             yield number, RowError(number, "line", f"not JSON: {exc.msg}")
             continue
+        except (ValueError, RecursionError):  # a number of 4,300+ digits; deep nesting
+            yield number, RowError(number, "line", "not JSON this program can read")
+            continue
         yield (
             number,
             data if isinstance(data, dict) else RowError(number, "line", "not a JSON object"),
         )
 
 
+def _read(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | csv.Error]]:
+    """The rows after the header, numbered; a row the csv module refuses (a field past
+    its size limit) as its error: the reader goes on with the next line."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield number, exc
+            continue
+        yield number, row
+
+
 def _csv_rows(text: str, dialect: Dialect) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
     assert dialect.delimiter is not None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
-    header = next(row for row in reader if any(cell.strip() for cell in row))
+    try:
+        header = next(row for row in reader if any(cell.strip() for cell in row))
+    except csv.Error as exc:
+        raise BatchFileError(f"the header cannot be read as CSV ({exc})") from None
     columns = [_column(name) for name in header]
     missing = [c for c in REQUIRED if c not in columns]
     twice = sorted({c for c in columns if c and columns.count(c) > 1})
@@ -184,7 +212,10 @@ def _csv_rows(text: str, dialect: Dialect) -> Iterator[tuple[int, dict[str, Any]
             + (f"; missing: {', '.join(missing)}" if missing else "")
             + (f"; named twice: {', '.join(twice)}" if twice else "")
         )
-    for number, row in enumerate(reader, start=1):
+    for number, row in _read(reader):
+        if isinstance(row, csv.Error):
+            yield number, RowError(number, "line", f"cannot be read as CSV ({row})")
+            continue
         if not any(cell.strip() for cell in row):
             continue  # an empty row (spreadsheets write them at the end)
         if len(row) > len(header):

@@ -22,7 +22,7 @@ from cardload.pipeline.runtime import build_pipeline
 from cardload.pipeline.steps import Pipeline
 from cardload.tasks.card_load import register_tasks
 from cardload.worker.lifecycle import connect_worker_signals
-from cardload.worker.settings import celery_config
+from cardload.worker.settings import broker_url, celery_config
 
 
 class CardloadApp(Celery):
@@ -79,7 +79,7 @@ class CardloadApp(Celery):
         return super().pool
 
     def _broker_url(self) -> str:
-        return self.cardload_settings.effective_broker_url
+        return broker_url(self.cardload_settings)
 
 
 def create_app(settings: Settings | None = None) -> CardloadApp:

@@ -71,6 +71,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     )
 
 
+def broker_url(settings: Settings) -> str:
+    """The URL kombu connects to: cardload's broker setting, a Sentinel URL in kombu's
+    own form (``sentinel://host:port;sentinel://...``, the service in the transport
+    options)."""
+    broker = settings.effective_broker_url
+    if broker.startswith(SENTINEL_SCHEME):
+        return SentinelUrl.parse(broker).kombu_url()
+    return broker
+
+
 def _sentinel(broker: str, options: dict[str, Any]) -> dict[str, Any]:
     """Behind Sentinel (``redis+sentinel://``): kombu's Sentinel transport, which asks
     the Sentinels for the primary and follows a failover."""
@@ -98,7 +108,9 @@ def _rabbitmq(broker: str) -> dict[str, Any]:
         # Celery's pool of publishing connections sends no heartbeats of its own: under
         # load RabbitMQ closed them, and a worker's consuming one with them ("missed
         # heartbeats from client"), in the chaos test. A killed worker's connections
-        # close with its process (the kernel ends them), which is what hands its
-        # messages back; a host that vanishes is found by TCP keepalive.
+        # close with its process (the kernel ends them), which hands its messages back
+        # at once. A worker that hangs (or a host cut off) keeps its prefetched messages
+        # until RabbitMQ's consumer_timeout (30 min by default) or TCP keepalive ends
+        # its connection: a delay, never a second load (README, "Which broker").
         "broker_heartbeat": 0,
     }

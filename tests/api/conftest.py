@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -31,6 +32,26 @@ class Api:
         return {"Authorization": f"Bearer {self.keys[name]}"}
 
 
+@contextmanager
+def serve_api(services: Services) -> Iterator[httpx.Client]:
+    """The app of ``services`` served by uvicorn on a free port in a thread, and a client
+    of it; stopped afterwards (what an order system talks to, over a real socket)."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_api(found=services), host="127.0.0.1", port=port, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, 10, "the API to listen")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture
 def api(real_redis: redis.Redis, redis_url: str) -> Iterator[Api]:
     settings = make_settings(
@@ -43,17 +64,5 @@ def api(real_redis: redis.Redis, redis_url: str) -> Iterator[Api]:
         "submit": store.create("shop", ["submit"])[1],
         "read": store.create("reader", ["read"])[1],
     }
-    port = free_port()
-    config = uvicorn.Config(
-        create_api(found=services), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 10, "the API to listen")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            yield Api(http, services, settings, keys)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_api(services) as http:
+        yield Api(http, services, settings, keys)

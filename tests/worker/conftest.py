@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,11 +86,55 @@ class Stack:
             return entries
 
 
+AMQP = "amqp://guest:guest@127.0.0.1:5672"
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A vhost of our own on the machine's RabbitMQ (made and deleted with
+    ``rabbitmqctl``): the queues and exchanges a test makes go with it."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not on this machine")
+    name = f"cardload-test-{uuid.uuid4().hex[:12]}"
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+    try:
+        ctl("add_vhost", name)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot make a RabbitMQ vhost: {exc.stderr.decode()[-200:]}")
+    try:
+        ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        ctl("delete_vhost", name)
+
+
 @pytest.fixture
-def stack(real_redis: redis.Redis, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+def broker_kind() -> str:
+    """The stack's broker: Redis; a module overrides this fixture to run on RabbitMQ too."""
+    return "redis"
+
+
+@pytest.fixture
+def broker_url(broker_kind: str) -> Iterator[str | None]:
+    if broker_kind == "redis":
+        yield None  # the job store's Redis
+        return
+    with rabbitmq_vhost() as vhost:
+        yield f"{AMQP}/{vhost}"
+
+
+@pytest.fixture
+def stack(
+    real_redis: redis.Redis, redis_url: str, tmp_path: Path, broker_url: str | None
+) -> Iterator[Stack]:
     app = SandboxApp()
     with serve_in_thread(app) as server:
         settings = make_settings(redis_url, server.url, retry={"max_backoff_s": 2.0})
+        if broker_url:
+            settings = settings.model_copy(update={"broker_url": broker_url})
         producer = CardLoadProducer(create_app(settings), job_store(real_redis, settings), settings)
         events = EventStream(real_redis, settings.events.stream)
         built = Stack(app, server.url, settings, real_redis, producer, events, tmp_path, [])

@@ -20,6 +20,13 @@ from tests.support import assert_seed_result
 from tests.worker.conftest import Stack
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with each broker (the job store is Redis either way)."""
+    kind: str = request.param
+    return kind
+
+
 def enqueue(stack: Stack, key: str = "order-1", **fields: Any) -> str:
     job = CardLoadJob.model_validate(
         {"idempotency_key": key, "card_number": SEED_CARD, "amount_cents": 2000} | fields

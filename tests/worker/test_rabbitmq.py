@@ -3,72 +3,38 @@ publisher confirms, retries with a countdown waiting in the broker (Celery's nat
 delayed delivery), and a SIGKILLed worker's jobs handed to another worker when its
 connection drops. Redis stays the store of job state, tokens and events.
 
-Each test runs in a vhost of its own on the machine's RabbitMQ (made and deleted with
-``rabbitmqctl``), so its queues and exchanges go with it."""
+Each test runs in a vhost of its own on the machine's RabbitMQ (``rabbitmq_vhost`` in
+conftest.py), so its queues and exchanges go with it. ``test_end_to_end.py`` runs on
+both brokers as well."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import redis
 
-from cardload.config import Settings
 from cardload.config.settings import JobSettings, RetrySettings
-from cardload.events import EventStream
-from cardload.jobs import CardLoadJob, JobStatus, job_store
-from cardload.producers.enqueue import CardLoadProducer
-from cardload.sandbox import SEED_CARD, SandboxApp, serve_in_thread
-from cardload.worker import create_app
+from cardload.jobs import CardLoadJob, JobStatus
+from cardload.sandbox import SEED_CARD
 from tests.services import wait_for
-from tests.support import make_settings
 from tests.worker.conftest import Stack
 from tests.worker.test_chaos import run_chaos
 
-AMQP = "amqp://guest:guest@127.0.0.1:5672"
 
-
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+@pytest.fixture
+def broker_kind() -> str:
+    return "rabbitmq"
 
 
 @pytest.fixture
-def vhost() -> Iterator[str]:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not on this machine")
-    name = f"cardload-test-{uuid.uuid4().hex[:12]}"
-    try:
-        _ctl("add_vhost", name)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot make a RabbitMQ vhost: {exc.stderr.decode()[-200:]}")
-    try:
-        _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield name
-    finally:
-        _ctl("delete_vhost", name)
+def rabbit_stack(stack: Stack) -> Stack:
+    return stack
 
 
 @pytest.fixture
-def rabbit_stack(
-    vhost: str, real_redis: redis.Redis, redis_url: str, tmp_path: Path
-) -> Iterator[Stack]:
-    app = SandboxApp()
-    with serve_in_thread(app) as server:
-        settings: Settings = make_settings(redis_url, server.url, retry={"max_backoff_s": 2.0})
-        settings = settings.model_copy(update={"broker_url": f"{AMQP}/{vhost}"})
-        producer = CardLoadProducer(create_app(settings), job_store(real_redis, settings), settings)
-        events = EventStream(real_redis, settings.events.stream)
-        built = Stack(app, server.url, settings, real_redis, producer, events, tmp_path, [])
-        try:
-            yield built
-        finally:
-            for worker in built.workers:
-                worker.stop()
+def vhost(broker_url: str) -> str:
+    return broker_url.rsplit("/", 1)[1]
 
 
 def _jobs(prefix: str, count: int) -> list[CardLoadJob]:

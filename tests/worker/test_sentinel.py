@@ -124,6 +124,7 @@ def sentinel_stack(tmp_path: Path) -> Iterator[tuple[Stack, Group]]:
         group.stop()
 
 
+@pytest.mark.timeout(300)
 def test_a_failover_mid_batch_loads_every_card_exactly_once(
     sentinel_stack: tuple[Stack, Group],
 ) -> None:
@@ -139,6 +140,10 @@ def test_a_failover_mid_batch_loads_every_card_exactly_once(
     ]
     stack.producer.enqueue_many(jobs)
     wait_for(lambda: len(stack.ledger()) >= 40, 120, "a part of the batch")
+    # The broker too is the Sentinel's primary (kombu's binding of the queue is there).
+    primary = redis.Redis(port=group.primary)
+    assert primary.exists(f"_kombu.binding.{stack.settings.jobs.queue}")
+    primary.close()
     group.kill_primary()
     wait_for(lambda: group.primary_port() == group.replica, 60, "the replica promoted")
 

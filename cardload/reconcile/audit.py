@@ -1,0 +1,197 @@
+"""``cardload reconcile``: the Smart Transactions the API holds for a period, joined with
+the job records, as an accountant would check them.
+
+The API is asked for every transaction created in the period (the list endpoint, newest
+first, a page of 100 at a time, until one older than the period). Each is matched to
+its job by ``merchantRef`` (a job's idempotency key is its transaction's merchantRef):
+
+- ``ok``: a paid transaction, and its job succeeded with it (or succeeded long enough
+  ago for its record to have expired, its key still naming it). Nothing to do.
+- ``loaded_anyway``: paid, and its job was dead-lettered: the card was loaded although
+  the job said it failed. A person settles it (a replay reads it and succeeds).
+- ``second_load``: paid, and its job succeeded with another transaction: the card was
+  loaded twice. A person refunds one.
+- ``unclaimed``: paid, and no job holds its merchantRef (another system's, or a job
+  whose key expired): a person looks at it.
+- ``left_created``: never started, older than the grace period, and no job will start
+  it (its job ended, or went on with another transaction): ``--apply`` cancels it.
+- ``in_progress``: created or under way, and its job still runs: nothing to do yet.
+- ``failed``: the payment failed; nothing was loaded.
+
+A person is needed for ``loaded_anyway``, ``second_load``, ``unclaimed``, and for
+``left_created`` unless it was cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cardload.jobs.model import JobRecord, JobStatus
+from cardload.jobs.store import JobStore
+from cardload.observability import get_logger, mask_card_number
+from cardload.secuconnect import SecuconnectClient, SecuconnectError, SmartTransaction
+from cardload.secuconnect.statuses import is_failed, is_paid
+
+log = get_logger(__name__)
+
+PAGE = 100
+NEEDS_A_PERSON = frozenset({"loaded_anyway", "second_load", "unclaimed", "left_created"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    transaction_id: str
+    status: str
+    merchant_ref: str
+    amount_cents: int | None
+    card: str  # masked
+    created: str
+    job_id: str = ""
+    job_status: str = ""
+    action: str = ""
+
+    @property
+    def needs_a_person(self) -> bool:
+        return self.kind in NEEDS_A_PERSON and self.action != "cancelled"
+
+
+@dataclass
+class Reconciliation:
+    since: datetime
+    until: datetime
+    findings: list[Finding] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for finding in self.findings:
+            out[finding.kind] = out.get(finding.kind, 0) + 1
+        return out
+
+    @property
+    def needs_a_person(self) -> list[Finding]:
+        return [f for f in self.findings if f.needs_a_person]
+
+
+def reconcile(
+    client: SecuconnectClient,
+    store: JobStore,
+    *,
+    since: datetime,
+    until: datetime,
+    grace: timedelta,
+    apply: bool = False,
+    now: datetime,
+) -> Reconciliation:
+    """Join the API's transactions created in ``[since, until)`` with the job records;
+    with ``apply``, cancel the ``left_created`` ones."""
+    result = Reconciliation(since, until)
+    batch: list[SmartTransaction] = []
+    for tx in _listed(client, since, until):
+        batch.append(tx)
+        if len(batch) == PAGE:
+            result.findings += _judge(client, store, batch, _When(grace, now), apply=apply)
+            batch = []
+    result.findings += _judge(client, store, batch, _When(grace, now), apply=apply)
+    return result
+
+
+def _listed(
+    client: SecuconnectClient, since: datetime, until: datetime
+) -> Iterator[SmartTransaction]:
+    offset = 0
+    while True:
+        page = client.search(count=PAGE, offset=offset, sort="created:desc")
+        for tx in page.data:
+            if tx.created is None:
+                continue
+            if tx.created < since:
+                return  # newest first: the rest are older still
+            if tx.created < until:
+                yield tx
+        offset += len(page.data)
+        if not page.data or offset >= page.count:
+            return
+
+
+@dataclass(frozen=True)
+class _When:
+    grace: timedelta
+    now: datetime
+
+
+def _judge(
+    client: SecuconnectClient,
+    store: JobStore,
+    txs: list[SmartTransaction],
+    when: _When,
+    *,
+    apply: bool,
+) -> list[Finding]:
+    refs = [tx.merchant_ref or "" for tx in txs]
+    job_ids = store.job_ids_for_keys(refs)
+    records = store.load_many([j for j in job_ids if j], history=False)
+    by_id = {r.job.job_id: r for r in records if r is not None}
+    out = []
+    for tx, job_id in zip(txs, job_ids, strict=True):
+        record = by_id.get(job_id) if job_id else None
+        kind = _kind(tx, record, keyed=bool(job_id), when=when)
+        action = ""
+        if kind == "left_created" and apply:
+            action = _cancel(client, tx)
+        out.append(_finding(kind, tx, job_id or "", record, action))
+    return out
+
+
+def _kind(tx: SmartTransaction, record: JobRecord | None, *, keyed: bool, when: _When) -> str:
+    if is_failed(tx.status):
+        return "failed"
+    if is_paid(tx.status):
+        return _paid(tx, record, keyed=keyed)
+    old = tx.created is not None and when.now - tx.created > when.grace
+    ours_running = (
+        record is not None and not record.status.terminal and record.transaction_id == tx.id
+    )
+    return "left_created" if tx.status == "created" and old and not ours_running else "in_progress"
+
+
+def _paid(tx: SmartTransaction, record: JobRecord | None, *, keyed: bool) -> str:
+    if record is None:
+        # A key without its record: the job succeeded and its record has expired
+        # (CARDLOAD_RETENTION_JOBS_S); only a success lets a record expire.
+        return "ok" if keyed else "unclaimed"
+    if record.status is JobStatus.DEAD_LETTERED:
+        return "loaded_anyway"
+    if record.status is JobStatus.SUCCEEDED:
+        return "ok" if record.transaction_id == tx.id else "second_load"
+    return "in_progress"
+
+
+def _cancel(client: SecuconnectClient, tx: SmartTransaction) -> str:
+    try:
+        client.cancel(tx.id)
+    except SecuconnectError as exc:
+        log.warning("reconcile.cancel_failed", transaction_id=tx.id, error=exc.message)
+        return f"cancel failed: {exc.kind}"
+    log.info("reconcile.cancelled", transaction_id=tx.id)
+    return "cancelled"
+
+
+def _finding(
+    kind: str, tx: SmartTransaction, job_id: str, record: JobRecord | None, action: str
+) -> Finding:
+    number = tx.card_number
+    return Finding(
+        kind=kind,
+        transaction_id=tx.id,
+        status=tx.status,
+        merchant_ref=tx.merchant_ref or "",
+        amount_cents=tx.basket_info.sum if tx.basket_info else None,
+        card=mask_card_number(number) if number else "",
+        created=tx.created.isoformat() if tx.created else "",
+        job_id=job_id,
+        job_status=record.status.value if record else ("expired" if job_id else ""),
+        action=action,
+    )
