@@ -4,6 +4,7 @@ and the sandbox over HTTP; its exit code says healthy (0), degraded (1) or down 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -12,7 +13,7 @@ from tests.services import run_cli
 from tests.worker.conftest import Stack
 
 
-def _health(stack: Stack, *args: str, **secu: object) -> tuple[int, dict[str, object]]:
+def _health(stack: Stack, *args: str, **secu: object) -> tuple[int, dict[str, Any]]:
     settings = stack.settings
     if secu:
         update = {"secuconnect": settings.secuconnect.model_copy(update=secu)}
@@ -32,7 +33,7 @@ def test_health_says_healthy_degraded_or_down(stack: Stack) -> None:
     }
 
     code, report = _health(stack, "--token", client_secret=SecretStr("wrong"))
-    assert code == 1 and report["checks"]["token"] == {  # type: ignore[index]
+    assert code == 1 and report["checks"]["token"] == {
         "status": "degraded",
         "error": "credentials refused",
     }
@@ -40,7 +41,7 @@ def test_health_says_healthy_degraded_or_down(stack: Stack) -> None:
 
     SharedBreaker(stack.redis, stack.settings.breaker).failed("server_error", at_once=True)
     code, report = _health(stack)
-    breaker = report["checks"]["breaker"]  # type: ignore[index]
+    breaker = report["checks"]["breaker"]
     assert code == 1 and breaker["state"] == "open" and breaker["reason"] == "server_error"
 
     down = stack.settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
