@@ -3,7 +3,7 @@ Sentinel of our own on free ports (``redis-server --sentinel``); the primary SIG
 in the middle of a batch, the replica promoted, and every card still loaded exactly
 once, by workers that follow the failover themselves.
 
-KNOWN FAILURE, under the slow marker until fixed: in about one run in two (4 of 7 here)
+KNOWN FAILURE, under the slow marker until fixed: in about one run in two (3 of 6 here)
 the workers stop taking messages after the failover. Their broker side is kombu's
 Sentinel transport: a retry published on a channel of the pool made before the failover
 fails with ``AttributeError: 'NoneType' object has no attribute 'client'`` (kombu's
