@@ -198,9 +198,17 @@ def flower(stack: Stack) -> Iterator[str]:
 
     try:
         wait_for(healthy, 60, "flower")
-        warm_up = CardLoadJob(idempotency_key="warm-up", card_number=GIFT_CARD, amount_cents=100)
-        stack.finished(stack.producer.enqueue(warm_up))
-        wait_for(lambda: bool(httpx.get(f"{url}/api/tasks").json()), 60, "flower's events")
+        warm_ups = iter(range(1000))
+
+        def listening() -> bool:
+            # Flower's event receiver connects after it is healthy, and events sent
+            # before are gone (pub/sub): a warm-up job each try until it has seen one.
+            key = f"warm-up-{next(warm_ups)}"
+            job = CardLoadJob(idempotency_key=key, card_number=GIFT_CARD, amount_cents=100)
+            stack.finished(stack.producer.enqueue(job))
+            return bool(httpx.get(f"{url}/api/tasks").json())
+
+        wait_for(listening, 60, "flower's events")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -49,15 +49,19 @@ def flower(running: Stack) -> Iterator[str]:
         except httpx.TransportError:
             return False
 
+    warm_ups = iter(range(1000))
+
     def listening() -> bool:
-        # Healthy is not enough: its event receiver connects a moment later. Once it
-        # has seen a warm-up job's task, it is receiving.
+        # Healthy is not enough: its event receiver connects a moment later, and the
+        # events of a job done before that are gone (pub/sub). A warm-up job each try,
+        # until Flower has seen one.
+        key = f"warm-up-{next(warm_ups)}"
+        warm_up = CardLoadJob(idempotency_key=key, card_number=GIFT_CARD, amount_cents=100)
+        running.finished(running.producer.enqueue(warm_up))
         return bool(httpx.get(f"{url}/api/tasks").json())
 
     try:
         wait_for(healthy, 60, "flower")
-        warm_up = CardLoadJob(idempotency_key="warm-up", card_number=GIFT_CARD, amount_cents=100)
-        running.finished(running.producer.enqueue(warm_up))
         wait_for(listening, 60, "flower to receive events")
         yield url
     finally:
