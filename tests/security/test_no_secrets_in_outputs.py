@@ -38,13 +38,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +57,12 @@ from cardload.sandbox import GIFT_CARD, LOCKED_CARD, SEED_CARD, SandboxApp, serv
 from cardload.webhooks.endpoints import EVENT_TYPES
 from cardload.worker import create_app
 from cardload.worker.dispatch import redis_queue_lists
-from tests.services import free_port, scratch_dir, wait_for
+from tests.services import free_port, wait_for
 from tests.support import make_settings
 from tests.webhooks.receiver import Receiver, receiving
 from tests.worker.conftest import Stack
 from tests.worker.test_api_end_to_end import ApiProcess
+from tests.worker.test_flower import flower_process
 from tests.worker.test_webhooks_end_to_end import hook_settings, register
 
 CARDS = (SEED_CARD, LOCKED_CARD, GIFT_CARD)
@@ -171,49 +168,9 @@ def read_redis(client: redis.Redis) -> dict[str, str]:
 # --- the parts of the run ---------------------------------------------------------
 
 
-@contextmanager
-def flower(stack: Stack) -> Iterator[str]:
-    """Flower as in tests/worker/test_flower.py, warmed up on a GIFT_CARD load."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-    env |= stack.env | {"FLOWER_UNAUTHENTICATED_API": "true"}
-    log_path = stack.tmp_path / "flower.log"
-    log = log_path.open("w")
-    argv = [sys.executable, "-m", "celery", "-A", "cardload.worker", "flower"]
-    proc = subprocess.Popen(
-        [*argv, f"--port={port}", "--address=127.0.0.1"],
-        cwd=scratch_dir(),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/healthcheck").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(healthy, 60, "flower")
-        warm_ups = iter(range(1000))
-
-        def listening() -> bool:
-            # Flower's event receiver connects after it is healthy, and events sent
-            # before are gone (pub/sub): a warm-up job each try until it has seen one.
-            key = f"warm-up-{next(warm_ups)}"
-            job = CardLoadJob(idempotency_key=key, card_number=GIFT_CARD, amount_cents=100)
-            stack.finished(stack.producer.enqueue(job))
-            return bool(httpx.get(f"{url}/api/tasks").json())
-
-        wait_for(listening, 60, "flower's events")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
-        log.close()
+def flower(stack: Stack) -> AbstractContextManager[str]:
+    """Flower as tests/worker/test_flower.py starts it, warmed up on GIFT_CARD loads."""
+    return flower_process(stack)
 
 
 class Recorder:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -18,23 +19,17 @@ from tests.services import free_port, scratch_dir, wait_for
 from tests.worker.conftest import Stack
 
 
-@pytest.fixture
-def flower(running: Stack) -> Iterator[str]:
+@contextmanager
+def flower_process(stack: Stack) -> Iterator[str]:
+    """Flower on the stack's broker, its event receiver listening (warmed up on
+    GIFT_CARD loads); its URL. Stopped afterwards."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARDLOAD_")}
-    env |= running.env | {"FLOWER_UNAUTHENTICATED_API": "true"}
-    log = (running.tmp_path / "flower.log").open("w")
+    env |= stack.env | {"FLOWER_UNAUTHENTICATED_API": "true"}
+    log = (stack.tmp_path / "flower.log").open("w")
+    argv = [sys.executable, "-m", "celery", "-A", "cardload.worker", "flower"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "cardload.worker",
-            "flower",
-            f"--port={port}",
-            "--address=127.0.0.1",
-        ],
+        [*argv, f"--port={port}", "--address=127.0.0.1"],
         cwd=scratch_dir(),
         env=env,
         stdout=log,
@@ -57,7 +52,7 @@ def flower(running: Stack) -> Iterator[str]:
         # until Flower has seen one.
         key = f"warm-up-{next(warm_ups)}"
         warm_up = CardLoadJob(idempotency_key=key, card_number=GIFT_CARD, amount_cents=100)
-        running.finished(running.producer.enqueue(warm_up))
+        stack.finished(stack.producer.enqueue(warm_up))
         return bool(httpx.get(f"{url}/api/tasks").json())
 
     try:
@@ -68,6 +63,12 @@ def flower(running: Stack) -> Iterator[str]:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
         log.close()
+
+
+@pytest.fixture
+def flower(running: Stack) -> Iterator[str]:
+    with flower_process(running) as url:
+        yield url
 
 
 def test_flower_sees_the_chain_with_masked_card_numbers(running: Stack, flower: str) -> None:
