@@ -3,14 +3,17 @@ and restarted every few seconds, the API misbehaves and Redis is killed and star
 again once; then an audit that joins the sandbox's ledger (what the API booked), the job
 records, the dead letters and the event stream, and `cardload reconcile`.
 
-    .venv/bin/python bench/chaos.py --jobs 1000            # a few minutes
+    .venv/bin/python bench/chaos.py --jobs 1000                     # a few minutes
     .venv/bin/python bench/chaos.py --jobs 10000 --workers 3
+    .venv/bin/python bench/chaos.py --jobs 10000 --broker rabbitmq  # root, or user rabbitmq
 
 It prints jobs accepted, cards loaded once, twice, lost, dead-lettered (and of those,
 loaded anyway), events per job, whether every card's balance is the sum of its loads,
 and what `cardload reconcile` found, and exits 1 on any discrepancy. Everything runs on
 a private redis-server (AOF, appendfsync everysec: a kill loses at most the last
-second, as in production) and a sandbox process of its own; the broker is that Redis.
+second, as in production) and a sandbox process of its own; the broker is that Redis,
+or with ``--broker rabbitmq`` a private RabbitMQ node (its own ports, data and cookie),
+SIGKILLed and started again once too, at three quarters of the loads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,6 +90,74 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
+class PrivateRabbit:
+    """A RabbitMQ node of its own (name, AMQP and distribution ports, data directory,
+    Erlang cookie), beside the machine's; SIGKILLed and started again on the same data,
+    where its quorum queue recovers what it had confirmed."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("rabbitmq-server", path="/usr/lib/rabbitmq/bin") or shutil.which(
+            "rabbitmq-server"
+        )
+        assert binary, "rabbitmq-server is not installed"
+        self.binary, self.directory = binary, directory
+        self.port, self.dist_port = free_port(), free_port()
+        (directory / "home").mkdir(parents=True, exist_ok=True)
+        (directory / "plugins").write_text("[].\n")  # no management listener to collide
+        (directory / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> None:
+        d = self.directory
+        env = os.environ | {
+            "HOME": str(d / "home"),
+            "RABBITMQ_NODENAME": f"cardload-chaos-{self.port}@localhost",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "plugins"),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+            "RABBITMQ_PID_FILE": str(d / "pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+        with (d / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary], env=env, stdout=log, stderr=log, start_new_session=True
+            )
+        wait_for(self._listens, 120, "the private RabbitMQ to take connections")
+
+    def _listens(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"rabbitmq-server ended: see {self.directory / 'server.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 def _pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -128,6 +200,7 @@ class Workers:
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     store_redis = PrivateRedis(tmp / "redis")
+    rabbit = PrivateRabbit(tmp / "rabbitmq") if args.broker == "rabbitmq" else None
     try:
         with sandbox_process(args.latency_ms) as url:
             http = httpx.Client(base_url=url, timeout=30)
@@ -140,16 +213,20 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 retry={"max_backoff_s": 5, "max_attempts": 8},
                 secuconnect={"read_timeout_s": 5},
             )
+            if rabbit is not None:
+                settings = settings.model_copy(update={"broker_url": rabbit.url})
             workers = Workers(settings, args.workers, tmp)
             try:
                 return _chaos(
-                    args, rng, settings, workers=workers, store_redis=store_redis, http=http,
-                    cards=cards,
+                    args, rng, settings, workers=workers, store_redis=store_redis,
+                    rabbit=rabbit, http=http, cards=cards,
                 )  # fmt: skip
             finally:
                 workers.stop()
     finally:
         store_redis.stop()
+        if rabbit is not None:
+            rabbit.stop()
 
 
 def _chaos(
@@ -159,6 +236,7 @@ def _chaos(
     *,
     workers: Workers,
     store_redis: PrivateRedis,
+    rabbit: PrivateRabbit | None,
     http: httpx.Client,
     cards: list[str],
 ) -> dict[str, Any]:
@@ -173,7 +251,7 @@ def _chaos(
     for i in range(0, len(jobs), 1000):
         producer.enqueue_many(jobs[i : i + 1000])
     began = time.monotonic()
-    kills, redis_killed = 0, False
+    kills, redis_killed, broker_killed = 0, False, False
     deadline = began + args.timeout_s
     next_kill = began + args.kill_every_s
     while time.monotonic() < deadline:
@@ -184,6 +262,11 @@ def _chaos(
             store_redis.start()
             redis_killed = True
             print(f"  redis killed and restarted at {loads} loads", flush=True)
+        if rabbit is not None and not broker_killed and loads >= len(jobs) * 3 // 4:
+            rabbit.kill()  # what it had confirmed is in its log on disk
+            rabbit.start()
+            broker_killed = True
+            print(f"  rabbitmq killed and restarted at {loads} loads", flush=True)
         if time.monotonic() >= next_kill:
             workers.kill_one(rng)
             kills += 1
@@ -192,9 +275,13 @@ def _chaos(
             break
         time.sleep(0.5)
     elapsed = time.monotonic() - began
-    return _audit(
+    report = _audit(
         settings, client, http, jobs=jobs, kills=kills, redis_killed=redis_killed, elapsed=elapsed
     )
+    report["broker"] = args.broker
+    if rabbit is not None:
+        report["rabbitmq_killed"] = broker_killed
+    return report
 
 
 def _all_done(producer: CardLoadProducer, jobs: list[CardLoadJob]) -> bool:
@@ -283,6 +370,8 @@ def _reconcile(settings: Settings) -> dict[str, Any]:
 
 def discrepancies(report: dict[str, Any]) -> list[str]:
     wrong = []
+    if not report["redis_killed"] or report.get("rabbitmq_killed") is False:
+        wrong.append("the run ended before Redis (or RabbitMQ) was killed: nothing was proven")
     if report["cards_loaded_twice_or_more"]:
         wrong.append("a card was loaded twice")
     if report["lost"]:
@@ -310,6 +399,7 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--timeout-s", type=float, default=1800)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cardload-chaos-") as tmp:
         report = run(args, Path(tmp))
