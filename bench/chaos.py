@@ -360,7 +360,11 @@ def _reconcile(settings: Settings) -> dict[str, Any]:
         check=False, cwd=ROOT, env=env | to_env(settings), capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
-    found = json.loads(done.stdout)
+    try:
+        found = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        failed = f"cardload reconcile failed ({done.returncode}): {done.stderr}"
+        raise RuntimeError(failed) from None
     return {
         "exit": done.returncode,
         "counts": found["counts"],

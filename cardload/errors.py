@@ -9,6 +9,7 @@
     ├── AmountLimitError         a job above the configured maximum (producers)
     ├── PaymentMethodError       a job to be paid with a method a load cannot use (producers)
     ├── JobStoreUnavailable      Redis unreachable while enqueueing (producers)
+    │   └── NotReplicated        jobs admitted, not confirmed by the replicas asked for
     ├── BrokerUnavailable        jobs admitted, their messages not sent (producers)
     ├── BatchFileError           a batch file that cannot be read as a whole (producers)
     ├── UnknownBatch             no batch by that id (producers)

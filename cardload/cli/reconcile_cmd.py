@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = reconcile(
             pipeline.client, pipeline.store, since=since, until=until, grace=grace,
-            apply=args.apply, now=now,
+            apply=args.apply, now=now, retry=ctx.settings.retry,
         )  # fmt: skip
     finally:
         pipeline.leases.stop()

@@ -40,6 +40,9 @@ ACTIVE = f"{PREFIX}:jobs:active"  # zset: unfinished job id -> last progress (un
 # set: ids in the stall watch whose record the sweep could not read, for a person
 SET_ASIDE = f"{PREFIX}:jobs:set_aside"
 SWEEP_LOCK = f"{PREFIX}:lock:sweep"
+# A write whose replication a producer waits for (WAIT): every write before it is then
+# on the replicas too, whichever connection made it.
+REPLICATION_MARK = f"{PREFIX}:replication:mark"
 # cardload 0.1 kept the access token here, readable by every Redis client; workers
 # delete it at start.
 LEGACY_TOKEN = f"{PREFIX}:oauth:token"

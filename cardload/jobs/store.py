@@ -274,6 +274,15 @@ class JobStore:
             chunk = ids[start : start + PIPELINE_CHUNK]
             self._mark_dispatched(keys=[keys.job(job_id) for job_id in chunk])
 
+    def replicated(self, replicas: int, timeout_s: float) -> int:
+        """Wait until ``replicas`` replicas hold every write made so far, on any
+        connection (a replica's offset covers all that came before), or ``timeout_s``;
+        how many do. WAIT counts this connection's own writes, hence the mark first."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.REPLICATION_MARK, "1", px=60_000)
+        pipe.wait(replicas, max(1, int(timeout_s * 1000)))
+        return int(pipe.execute()[1])
+
     def dispatched_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """Whether each job's first message was sent (pipelined). A job whose key is
         known and whose record is gone counts as sent: it succeeded (or was purged) and

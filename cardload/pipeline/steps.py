@@ -52,7 +52,6 @@ from cardload.observability.metrics import (
     STEP_RETRIES,
     SUCCEEDED,
 )
-from cardload.pipeline.backoff import backoff_delay_s
 from cardload.pipeline.lookups import MerchantRefLookups
 from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
 from cardload.pipeline.prefetch import LookupPrefetch
@@ -71,6 +70,7 @@ from cardload.secuconnect import (
     TokenUnavailableError,
     TransactionStatus,
 )
+from cardload.secuconnect.backoff import backoff_delay_s
 from cardload.secuconnect.statuses import is_ended_unknown, is_failed, is_paid
 
 log = get_logger(__name__)

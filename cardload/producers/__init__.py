@@ -7,6 +7,7 @@ from cardload.producers.enqueue import (
     BrokerUnavailable,
     CardLoadProducer,
     JobStoreUnavailable,
+    NotReplicated,
     PaymentMethodError,
     enqueue_card_load,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "BrokerUnavailable",
     "CardLoadProducer",
     "JobStoreUnavailable",
+    "NotReplicated",
     "PaymentMethodError",
     "enqueue_card_load",
     "parse_amount",

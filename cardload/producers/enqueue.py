@@ -40,6 +40,11 @@ class JobStoreUnavailable(CardloadError):
     """Redis, where jobs are admitted, could not be reached."""
 
 
+class NotReplicated(JobStoreUnavailable):
+    """Jobs were admitted and sent, but fewer replicas than ``CARDLOAD_JOBS_REPLICAS_ACK``
+    confirmed them in time: a failover now could lose them."""
+
+
 class BrokerUnavailable(CardloadError):
     """Jobs were admitted but their messages could not be sent."""
 
@@ -102,10 +107,7 @@ class CardLoadProducer:
             admitted = [r for r in results if isinstance(r, Admission)]
             sent_before = self.store.dispatched_many([r.job_id for r in admitted if not r.created])
         except redis.RedisError as exc:
-            raise JobStoreUnavailable(
-                f"the job store cannot be reached ({type(exc).__name__}): enqueue again with "
-                "the same keys"
-            ) from exc
+            raise _unreachable(exc) from exc
         by_id = {job.job_id: job for job in jobs}
         # New jobs, and known ones whose message may never have left (a crashed producer).
         to_send = [r.job_id for r in admitted if r.created or not sent_before.get(r.job_id)]
@@ -121,7 +123,31 @@ class CardLoadProducer:
                     f"({type(exc).__name__}): enqueue again with the same keys, or the "
                     "stall sweep sends them"
                 ) from exc
+        if self.settings.jobs.replicas_ack:
+            self._await_replicas(len(admitted))
         return results
+
+    def _await_replicas(self, admitted: int) -> None:
+        """Every job this call admitted (or found) is on the configured replicas, or the
+        caller hears it was not (and sends again, same keys)."""
+        wanted = self.settings.jobs.replicas_ack
+        timeout_s = self.settings.jobs.replicas_ack_timeout_s
+        try:
+            got = self.store.replicated(wanted, timeout_s)
+        except redis.RedisError as exc:
+            raise _unreachable(exc) from exc
+        if got < wanted:
+            raise NotReplicated(
+                f"{admitted} job(s) admitted, but {got} of {wanted} replica(s) confirmed them "
+                f"within {timeout_s:g} s (CARDLOAD_JOBS_REPLICAS_ACK): a failover could lose "
+                "them; enqueue again with the same keys"
+            )
+
+
+def _unreachable(exc: redis.RedisError) -> JobStoreUnavailable:
+    return JobStoreUnavailable(
+        f"the job store cannot be reached ({type(exc).__name__}): enqueue again with the same keys"
+    )
 
 
 def _label(job: CardLoadJob | None) -> str:

@@ -24,19 +24,26 @@ A person is needed for ``loaded_anyway``, ``second_load``, ``unclaimed``, and fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from cardload.config import RetrySettings
 from cardload.jobs.model import JobRecord, JobStatus
 from cardload.jobs.store import JobStore
 from cardload.observability import get_logger, mask_card_number
 from cardload.secuconnect import SecuconnectClient, SecuconnectError, SmartTransaction
+from cardload.secuconnect.backoff import backoff_delay_s
+from cardload.secuconnect.errors import RetryableError
+from cardload.secuconnect.models import SmartTransactionList
 from cardload.secuconnect.statuses import is_failed, is_paid
 
 log = get_logger(__name__)
 
 PAGE = 100
+MAX_PAGE_WAIT_S = 30.0  # a person is waiting for the report
 NEEDS_A_PERSON = frozenset({"loaded_anyway", "second_load", "unclaimed", "left_created"})
 
 
@@ -84,12 +91,17 @@ def reconcile(
     grace: timedelta,
     apply: bool = False,
     now: datetime,
+    retry: RetrySettings | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Reconciliation:
     """Join the API's transactions created in ``[since, until)`` with the job records;
-    with ``apply``, cancel the ``left_created`` ones."""
+    with ``apply``, cancel the ``left_created`` ones. A page the API fails to give for a
+    while (5xx, 429, a timeout) is asked for again with ``retry``'s backoff: listing
+    changes nothing."""
     result = Reconciliation(since, until)
     batch: list[SmartTransaction] = []
-    for tx in _listed(client, since, until):
+    pager = _Pager(client, retry or RetrySettings(), sleep)
+    for tx in _listed(pager, since, until):
         batch.append(tx)
         if len(batch) == PAGE:
             result.findings += _judge(client, store, batch, _When(grace, now), apply=apply)
@@ -98,15 +110,46 @@ def reconcile(
     return result
 
 
-def _listed(
-    client: SecuconnectClient, since: datetime, until: datetime
-) -> Iterator[SmartTransaction]:
+@dataclass
+class _Pager:
+    """One page of the API's list, asked for again while the failure is a passing one."""
+
+    client: SecuconnectClient
+    retry: RetrySettings
+    sleep: Callable[[float], None]
+
+    def page(self, offset: int) -> SmartTransactionList:
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self.client.search(count=PAGE, offset=offset, sort="created:desc")
+            except RetryableError as exc:
+                if attempt == self.retry.max_attempts:
+                    raise
+                delay = backoff_delay_s(
+                    attempt,
+                    base_s=self.retry.base_backoff_s,
+                    cap_s=min(self.retry.max_backoff_s, MAX_PAGE_WAIT_S),
+                    uniform=random.random,
+                )
+                # The server's Retry-After counts even above our own cap.
+                retry_after = getattr(exc, "retry_after_s", None) or 0.0
+                delay = max(delay, min(retry_after, MAX_PAGE_WAIT_S))
+                log.warning("reconcile.page_retry", offset=offset, kind=exc.kind, delay_s=delay)
+                self.sleep(delay)
+        raise AssertionError("unreachable: the last attempt raises")
+
+
+def _listed(pager: _Pager, since: datetime, until: datetime) -> Iterator[SmartTransaction]:
     offset = 0
+    seen: set[str] = set()
     while True:
-        page = client.search(count=PAGE, offset=offset, sort="created:desc")
+        page = pager.page(offset)
         for tx in page.data:
-            if tx.created is None:
+            # Newest first: a transaction made while we page pushes the rest down, and
+            # the next page starts with one already seen.
+            if tx.created is None or tx.id in seen:
                 continue
+            seen.add(tx.id)
             if tx.created < since:
                 return  # newest first: the rest are older still
             if tx.created < until:

@@ -5,6 +5,7 @@ HTTP with the CLI)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 
@@ -87,3 +88,79 @@ def test_each_kind_of_finding_and_apply_cancels_what_was_left_created(
     finally:
         pipeline.leases.stop()
         client.close()
+
+
+def _made(count: int, real_redis: redis.Redis) -> tuple[Any, SandboxApp, list[str]]:
+    """A pipeline on an in-process sandbox holding ``count`` started transactions (no job
+    claims them), with their ids."""
+    app = SandboxApp()
+    settings = make_settings(
+        "redis://unused", "http://sandbox.test", retry={"max_attempts": 5, "base_backoff_s": 0.01}
+    )
+    pipeline = build_pipeline(
+        settings, client=real_redis, transport=SandboxTransport(app, sleep=lambda _: None)
+    )
+    secu = settings.secuconnect
+    assert secu.contract_id and secu.device_id
+    ids = []
+    for i in range(count):
+        job = CardLoadJob(idempotency_key=f"paged-{i}", card_number=SEED_CARD, amount_cents=1)
+        request = build_create_request(job, contract_id=secu.contract_id, device_id=secu.device_id)
+        ids.append(pipeline.client.create(request).id)
+    return pipeline, app, ids
+
+
+def test_pages_the_api_fails_to_give_are_asked_for_again(real_redis: redis.Redis) -> None:
+    pipeline, app, ids = _made(250, real_redis)  # three pages
+    rules = [
+        {"kind": "error_503", "endpoint": "list", "times": 2},
+        {"kind": "rate_limit", "endpoint": "list", "times": 1, "retry_after_s": 2},
+        {"kind": "reset", "endpoint": "list", "times": 1},
+    ]
+    app.faults.configure(app.faults.settings.model_validate({"seed": 3, "rules": rules}))
+    slept: list[float] = []
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    try:
+        result = reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            grace=timedelta(hours=1), now=now, retry=pipeline.settings.retry, sleep=slept.append,
+        )  # fmt: skip
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+    assert sorted(f.transaction_id for f in result.findings) == sorted(ids)
+    assert len(slept) == 4 and max(slept) >= 2  # the 429's Retry-After kept
+
+
+def test_a_transaction_made_while_paging_does_not_list_another_twice(
+    real_redis: redis.Redis,
+) -> None:
+    pipeline, _, ids = _made(150, real_redis)
+    search = pipeline.client.search
+    made: list[str] = []
+
+    def search_then_make(**kw: Any) -> Any:
+        page = search(**kw)
+        if not made:  # newest first: one more pushes the first page's last onto the next
+            made.extend(_made_one(pipeline))
+        return page
+
+    pipeline.client.search = search_then_make
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    try:
+        result = reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            grace=timedelta(hours=1), now=now,
+        )  # fmt: skip
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+    listed = [f.transaction_id for f in result.findings]
+    assert len(listed) == len(set(listed)) and set(ids) <= set(listed)
+
+
+def _made_one(pipeline: Any) -> list[str]:
+    secu = pipeline.settings.secuconnect
+    job = CardLoadJob(idempotency_key="paged-late", card_number=SEED_CARD, amount_cents=1)
+    request = build_create_request(job, contract_id=secu.contract_id, device_id=secu.device_id)
+    return [pipeline.client.create(request).id]

@@ -1,0 +1,104 @@
+"""``CARDLOAD_JOBS_REPLICAS_ACK``: an enqueue returns only once the replicas asked for
+hold its jobs, and says it is unavailable (send again, same keys) when they do not.
+A real primary and replica on free ports; the replica detached and attached again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+import redis
+
+from cardload.cli.localstack import redis_server
+from cardload.jobs import Admission, CardLoadJob, JobStore, keys
+from cardload.producers.enqueue import CardLoadProducer, JobStoreUnavailable, NotReplicated
+from cardload.worker import create_app
+from tests.services import wait_for
+from tests.support import make_settings
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[redis.Redis, redis.Redis, int]]:
+    """A primary, and a replica of it; the primary's port."""
+    # No 5 s wait before a first sync (repl-diskless-sync-delay) in a test.
+    with redis_server("--repl-diskless-sync-delay", "0") as primary_url:
+        port = urlparse(primary_url).port
+        assert port is not None
+        with redis_server("--replicaof", "127.0.0.1", str(port)) as replica_url:
+            primary, replica = redis.Redis.from_url(primary_url), redis.Redis.from_url(replica_url)
+            _in_sync(primary)
+            yield primary, replica, port
+            primary.close()
+            replica.close()
+
+
+def _in_sync(primary: redis.Redis) -> None:
+    """The primary counts the replica in a WAIT once it is online (after its first
+    acknowledgement following the sync), not when the replica's link is up."""
+
+    def online() -> bool:
+        replica: dict[str, object] = primary.info("replication").get("slave0") or {}
+        return replica.get("state") == "online"
+
+    wait_for(online, 30, "a replica online")
+
+
+def _producer(primary: redis.Redis, replicas: int) -> CardLoadProducer:
+    address = primary.connection_pool.connection_kwargs
+    url = f"redis://{address['host']}:{address['port']}/0"
+    settings = make_settings(
+        url, "http://127.0.0.1:9", jobs={"replicas_ack": replicas, "replicas_ack_timeout_s": 2.0}
+    )
+    return CardLoadProducer(create_app(settings), JobStore(primary), settings)
+
+
+def _jobs(n: int, first: int = 0) -> list[CardLoadJob]:
+    return [
+        CardLoadJob(
+            idempotency_key=f"replicated-{i}", card_number=f"92761000{i:08d}", amount_cents=100
+        )
+        for i in range(first, first + n)
+    ]
+
+
+def test_an_enqueue_returns_once_the_replica_holds_its_jobs(
+    pair: tuple[redis.Redis, redis.Redis, int],
+) -> None:
+    primary, replica, _ = pair
+    jobs = _jobs(50)
+    results = _producer(primary, 1).enqueue_many(jobs)
+    # Read on the replica at once: nothing to wait for, it is there already.
+    assert all(replica.exists(keys.job(r.job_id)) for r in results)
+    assert replica.exists(keys.idempotency(jobs[0].idempotency_key))
+
+
+def test_without_the_replica_the_enqueue_is_unavailable_and_sending_again_finishes_it(
+    pair: tuple[redis.Redis, redis.Redis, int],
+) -> None:
+    primary, replica, port = pair
+    replica.replicaof("NO", "ONE")  # detached: the primary has no replica to confirm
+    wait_for(lambda: primary.info("replication")["connected_slaves"] == 0, 10, "detached")
+    producer = _producer(primary, 1)
+    jobs = _jobs(5, first=100)
+    with pytest.raises(NotReplicated) as raised:
+        producer.enqueue_many(jobs)
+    assert isinstance(raised.value, JobStoreUnavailable)  # what producers already handle
+    assert "0 of 1 replica" in str(raised.value) and "same keys" in str(raised.value)
+    admitted = JobStore(primary).job_id_for_key(jobs[0].idempotency_key)
+    assert admitted is not None  # admitted and sent: only not confirmed
+    replica.replicaof("127.0.0.1", port)
+    _in_sync(primary)
+    again = producer.enqueue_many(jobs)  # the same keys: the same jobs, now confirmed
+    assert all(isinstance(r, Admission) and not r.created for r in again)
+    assert again[0].job_id == admitted
+    assert all(replica.exists(keys.job(r.job_id)) for r in again)
+
+
+def test_off_by_default_it_never_waits(pair: tuple[redis.Redis, redis.Redis, int]) -> None:
+    primary, replica, _ = pair
+    replica.replicaof("NO", "ONE")
+    wait_for(lambda: primary.info("replication")["connected_slaves"] == 0, 10, "detached")
+    results = _producer(primary, 0).enqueue_many(_jobs(3, first=200))
+    assert all(isinstance(r, Admission) and r.created for r in results)
+    assert not primary.exists(keys.REPLICATION_MARK)
