@@ -13,6 +13,7 @@ from cardload.deadletters.store import DeadLetterStore
 from cardload.events.stream import EventStream
 from cardload.jobs.connection import connect
 from cardload.jobs.store import JobStore, job_store
+from cardload.observability.logging import configure_logging
 from cardload.producers.enqueue import CardLoadProducer
 from cardload.worker import default_app
 
@@ -23,7 +24,10 @@ class Context:
 
     @classmethod
     def load(cls) -> Context:
-        return cls(load_settings())
+        settings = load_settings()
+        # Log lines go to stderr: stdout is the command's answer (``--json`` is parsed).
+        configure_logging(settings.log.format, settings.log.level)
+        return cls(settings)
 
     @cached_property
     def redis(self) -> redis.Redis:

@@ -4,6 +4,7 @@ real jobs: a CSV of every finding, exit 0 when all is well, 1 when a person is n
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from cardload.jobs import CardLoadJob, JobStatus
@@ -52,3 +53,10 @@ def test_reconcile_writes_its_findings_and_says_when_a_person_is_needed(
     assert done.returncode == 1
     assert f"unclaimed {tx.id} 'till-7'" in done.stderr
     assert sorted(r["kind"] for r in _rows(out)) == ["ok", "ok", "unclaimed"]
+
+    # --json is the whole of stdout, even when a page had to be asked for twice (the
+    # warning goes to stderr).
+    running.faults({"kind": "error_503", "endpoint": "list", "times": 1})
+    done = run_cli(running.settings, "reconcile", "--since", "1h", "--json")
+    assert json.loads(done.stdout)["counts"] == {"ok": 2, "unclaimed": 1}
+    assert "reconcile.page_retry" in done.stderr
