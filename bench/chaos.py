@@ -363,7 +363,7 @@ def _reconcile(settings: Settings) -> dict[str, Any]:
     try:
         found = json.loads(done.stdout)
     except json.JSONDecodeError:
-        failed = f"cardload reconcile ({done.returncode}) did not answer in JSON: {done.stdout[:300]}"
+        failed = f"cardload reconcile ({done.returncode}), not JSON: {done.stdout[:300]}"
         raise RuntimeError(f"{failed} {done.stderr[-2000:]}") from None
     return {
         "exit": done.returncode,
