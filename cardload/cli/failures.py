@@ -21,7 +21,7 @@ from cardload.config import SettingsError, load_settings
 from cardload.errors import MissingExtraError
 from cardload.observability.masking import mask_url
 from cardload.producers.batch_files import BatchFileError
-from cardload.producers.enqueue import BrokerUnavailable, JobStoreUnavailable
+from cardload.producers.enqueue import BrokerUnavailable, JobStoreUnavailable, NotReplicated
 
 EXIT_OK: Final = 0
 EXIT_ATTENTION: Final = 1
@@ -81,6 +81,8 @@ def input_text(exc: BaseException) -> str:
 
 def unreachable_text(exc: BaseException) -> str:
     """Which service, where (no password), and why."""
+    if isinstance(exc, NotReplicated):  # Redis answered: it says what it could not confirm
+        return str(exc)
     broker = isinstance(exc, (OperationalError, BrokerUnavailable))
     where = _service_url(broker)
     what = f"the broker ({where})" if broker else f"Redis ({where})"

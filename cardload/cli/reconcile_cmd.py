@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cardload.cli.context import Context
+from cardload.cli.failures import EXIT_UNREACHABLE
 from cardload.jobs.retention import parse_duration
 from cardload.pipeline.runtime import build_pipeline
 from cardload.reconcile import Finding, reconcile
@@ -72,11 +73,8 @@ def run(args: argparse.Namespace) -> int:
     attention = result.needs_a_person
     if args.json:
         rows = [dataclasses.asdict(f) for f in (result.findings)]
-        print(
-            json.dumps(
-                {"counts": result.counts(), "needs_a_person": len(attention), "findings": rows}
-            )
-        )
+        answer = {"counts": result.counts(), "needs_a_person": len(attention), "findings": rows}
+        print(json.dumps(answer | {"incomplete": result.incomplete}))
     else:
         print(f"{since.isoformat()} .. {until.isoformat()}: {len(result.findings)} transactions")
         for kind, count in sorted(result.counts().items()):
@@ -88,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{finding.merchant_ref!r} {job}",
                 file=sys.stderr,
             )
+    if result.incomplete:
+        # What was listed (and done) is reported above; the rest was never seen.
+        print(f"cardload reconcile: incomplete: {result.incomplete}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     return 1 if attention else 0
 
 

@@ -175,9 +175,8 @@ class JobSettings(_Section):
     payment_timeout_s: Annotated[int, Field(ge=10)] = 3600
     # Redis replicates asynchronously: a job admitted just before its primary dies may
     # not be on the replica a failover promotes. With n > 0 an enqueue returns only once
-    # n replicas hold it (WAIT), and fails as unavailable (send again, same keys) when
-    # they do not within the timeout (a replica acknowledges by itself once a second,
-    # so keep it above that).
+    # n replicas hold it (WAIT); when they do not within the timeout it says so as
+    # unavailable (the jobs are in and will run; the same keys again make sure).
     replicas_ack: Annotated[int, Field(ge=0, le=16)] = 0
     replicas_ack_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     # Keys batch-file rows that have no reference (an HMAC of the row's content): set it

@@ -274,14 +274,22 @@ class JobStore:
             chunk = ids[start : start + PIPELINE_CHUNK]
             self._mark_dispatched(keys=[keys.job(job_id) for job_id in chunk])
 
-    def replicated(self, replicas: int, timeout_s: float) -> int:
-        """Wait until ``replicas`` replicas hold every write made so far, on any
-        connection (a replica's offset covers all that came before), or ``timeout_s``;
-        how many do. WAIT counts this connection's own writes, hence the mark first."""
+    def replicated(
+        self, idempotency_keys: Sequence[str], replicas: int, timeout_s: float
+    ) -> tuple[int, int]:
+        """How many of these keys the server holds, and how many replicas hold every write
+        made so far, on any connection (a replica's offset covers all that came before),
+        waiting up to ``timeout_s``. One connection for all (a pipeline), so both answers
+        are the same server's: after a failover the keys its predecessor took are missing.
+        WAIT counts this connection's own writes, hence the mark before it."""
         pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(idempotency_keys), PIPELINE_CHUNK):
+            chunk = idempotency_keys[start : start + PIPELINE_CHUNK]
+            pipe.exists(*[keys.idempotency(key) for key in chunk])
         pipe.set(keys.REPLICATION_MARK, "1", px=60_000)
         pipe.wait(replicas, max(1, int(timeout_s * 1000)))
-        return int(pipe.execute()[1])
+        *held, _, acked = pipe.execute()
+        return sum(int(n) for n in held), int(acked)
 
     def dispatched_many(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """Whether each job's first message was sent (pipelined). A job whose key is

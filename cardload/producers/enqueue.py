@@ -41,8 +41,10 @@ class JobStoreUnavailable(CardloadError):
 
 
 class NotReplicated(JobStoreUnavailable):
-    """Jobs were admitted and sent, but fewer replicas than ``CARDLOAD_JOBS_REPLICAS_ACK``
-    confirmed them in time: a failover now could lose them."""
+    """Jobs were admitted and sent (they will run), but fewer replicas than
+    ``CARDLOAD_JOBS_REPLICAS_ACK`` confirmed them in time, or the Redis answering now is
+    not the one that took them (a failover): a failover could lose them. Sending the same
+    keys again is safe and makes sure."""
 
 
 class BrokerUnavailable(CardloadError):
@@ -99,6 +101,8 @@ class CardLoadProducer:
 
         :raises JobStoreUnavailable: Redis could not be reached (some jobs may be in).
         :raises BrokerUnavailable: jobs were admitted and not sent.
+        :raises NotReplicated: jobs were admitted and sent, not confirmed on the replicas
+            ``CARDLOAD_JOBS_REPLICAS_ACK`` asks for.
         Either way, enqueueing the same jobs again (same keys) finishes the work."""
         for job in jobs:
             self.check(job)
@@ -123,24 +127,36 @@ class CardLoadProducer:
                     f"({type(exc).__name__}): enqueue again with the same keys, or the "
                     "stall sweep sends them"
                 ) from exc
-        if self.settings.jobs.replicas_ack:
-            self._await_replicas(len(admitted))
+        if self.settings.jobs.replicas_ack and admitted:
+            self._await_replicas(
+                [
+                    job.idempotency_key
+                    for job, result in zip(jobs, results, strict=True)
+                    if isinstance(result, Admission)
+                ]
+            )
         return results
 
-    def _await_replicas(self, admitted: int) -> None:
-        """Every job this call admitted (or found) is on the configured replicas, or the
+    def _await_replicas(self, idempotency_keys: list[str]) -> None:
+        """Every job this call admitted or found is on the configured replicas, or the
         caller hears it was not (and sends again, same keys)."""
         wanted = self.settings.jobs.replicas_ack
         timeout_s = self.settings.jobs.replicas_ack_timeout_s
         try:
-            got = self.store.replicated(wanted, timeout_s)
+            held, acked = self.store.replicated(idempotency_keys, wanted, timeout_s)
         except redis.RedisError as exc:
             raise _unreachable(exc) from exc
-        if got < wanted:
+        jobs = f"{len(idempotency_keys)} job(s) accepted and sent"
+        if held < len(idempotency_keys):
             raise NotReplicated(
-                f"{admitted} job(s) admitted, but {got} of {wanted} replica(s) confirmed them "
-                f"within {timeout_s:g} s (CARDLOAD_JOBS_REPLICAS_ACK): a failover could lose "
-                "them; enqueue again with the same keys"
+                f"{jobs}, but the Redis answering now holds {held} of them (a failover "
+                "since?): enqueue again with the same keys"
+            )
+        if acked < wanted:
+            raise NotReplicated(
+                f"{jobs}, but {acked} of {wanted} replica(s) confirmed them within "
+                f"{timeout_s:g} s (CARDLOAD_JOBS_REPLICAS_ACK): a failover could lose them; "
+                "enqueue again with the same keys"
             )
 
 

@@ -70,6 +70,8 @@ class Reconciliation:
     since: datetime
     until: datetime
     findings: list[Finding] = field(default_factory=list)
+    # Why the listing stopped early (the API kept failing): the findings are a part.
+    incomplete: str = ""
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -99,14 +101,15 @@ def reconcile(
     while (5xx, 429, a timeout) is asked for again with ``retry``'s backoff: listing
     changes nothing."""
     result = Reconciliation(since, until)
-    batch: list[SmartTransaction] = []
     pager = _Pager(client, retry or RetrySettings(), sleep)
-    for tx in _listed(pager, since, until):
-        batch.append(tx)
-        if len(batch) == PAGE:
-            result.findings += _judge(client, store, batch, _When(grace, now), apply=apply)
-            batch = []
-    result.findings += _judge(client, store, batch, _When(grace, now), apply=apply)
+    try:
+        # Each page judged (and acted on) before the next is asked for: a status read
+        # minutes ago is not one to cancel on.
+        for page in _pages(pager, since, until):
+            result.findings += _judge(client, store, page, _When(grace, now), apply=apply)
+    except SecuconnectError as exc:
+        log.error("reconcile.incomplete", kind=exc.kind, error=exc.message)
+        result.incomplete = f"the API stopped answering the list ({exc.kind}): {exc.message}"
     return result
 
 
@@ -139,11 +142,14 @@ class _Pager:
         raise AssertionError("unreachable: the last attempt raises")
 
 
-def _listed(pager: _Pager, since: datetime, until: datetime) -> Iterator[SmartTransaction]:
+def _pages(pager: _Pager, since: datetime, until: datetime) -> Iterator[list[SmartTransaction]]:
+    """The period's transactions, a page at a time, each once."""
     offset = 0
     seen: set[str] = set()
     while True:
         page = pager.page(offset)
+        found: list[SmartTransaction] = []
+        older = False
         for tx in page.data:
             # Newest first: a transaction made while we page pushes the rest down, and
             # the next page starts with one already seen.
@@ -151,11 +157,14 @@ def _listed(pager: _Pager, since: datetime, until: datetime) -> Iterator[SmartTr
                 continue
             seen.add(tx.id)
             if tx.created < since:
-                return  # newest first: the rest are older still
+                older = True  # newest first: the rest are older still
+                break
             if tx.created < until:
-                yield tx
+                found.append(tx)
+        if found:
+            yield found
         offset += len(page.data)
-        if not page.data or offset >= page.count:
+        if older or not page.data or offset >= page.count:
             return
 
 
@@ -178,14 +187,38 @@ def _judge(
     records = store.load_many([j for j in job_ids if j], history=False)
     by_id = {r.job.job_id: r for r in records if r is not None}
     out = []
-    for tx, job_id in zip(txs, job_ids, strict=True):
+    for listed, job_id in zip(txs, job_ids, strict=True):
         record = by_id.get(job_id) if job_id else None
-        kind = _kind(tx, record, keyed=bool(job_id), when=when)
-        action = ""
-        if kind == "left_created" and apply:
-            action = _cancel(client, tx)
-        out.append(_finding(kind, tx, job_id or "", record, action))
+        kind = _kind(listed, record, keyed=bool(job_id), when=when)
+        if kind == "left_created":
+            found = _left_created(client, store, listed, (job_id or "", record), when, apply=apply)
+            out.append(found)
+        else:
+            out.append(_finding(kind, listed, job_id or "", record, ""))
     return out
+
+
+def _left_created(
+    client: SecuconnectClient,
+    store: JobStore,
+    listed: SmartTransaction,
+    job: tuple[str, JobRecord | None],
+    when: _When,
+    *,
+    apply: bool,
+) -> Finding:
+    """Read both again before judging (and cancelling): the job may have started it since
+    the page was read, and cancelling a paid transaction reverses the load."""
+    job_id, record = job
+    try:
+        tx = client.get(listed.id)
+    except SecuconnectError as exc:
+        action = f"not cancelled: could not read it again ({exc.kind})" if apply else ""
+        return _finding("left_created", listed, job_id, record, action)
+    record = store.load(job_id, history=False) if job_id else None
+    kind = _kind(tx, record, keyed=bool(job_id), when=when)
+    action = _cancel(client, tx) if kind == "left_created" and apply else ""
+    return _finding(kind, tx, job_id, record, action)
 
 
 def _kind(tx: SmartTransaction, record: JobRecord | None, *, keyed: bool, when: _When) -> str:

@@ -5,13 +5,14 @@ A real primary and replica on free ports; the replica detached and attached agai
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import redis
 
 from cardload.cli.localstack import redis_server
-from cardload.jobs import Admission, CardLoadJob, JobStore, keys
+from cardload.jobs import Admission, CardLoadJob, IdempotencyConflict, JobStore, keys
 from cardload.producers.enqueue import CardLoadProducer, JobStoreUnavailable, NotReplicated
 from cardload.worker import create_app
 from tests.services import wait_for
@@ -102,3 +103,36 @@ def test_off_by_default_it_never_waits(pair: tuple[redis.Redis, redis.Redis, int
     results = _producer(primary, 0).enqueue_many(_jobs(3, first=200))
     assert all(isinstance(r, Admission) and r.created for r in results)
     assert not primary.exists(keys.REPLICATION_MARK)
+
+
+def test_a_server_that_lost_the_jobs_since_is_not_taken_for_their_confirmation(
+    pair: tuple[redis.Redis, redis.Redis, int],
+) -> None:
+    """A failover between the admission and the WAIT: the new primary (here the same
+    server, its keys dropped) has replicas to confirm, but not the jobs."""
+    primary, _, _ = pair
+    producer = _producer(primary, 1)
+    jobs = _jobs(3, first=300)
+    mark = producer.store.mark_dispatched
+
+    def then_lost(job_ids: Any) -> None:
+        mark(job_ids)
+        primary.delete(*[keys.idempotency(job.idempotency_key) for job in jobs])
+
+    producer.store.mark_dispatched = then_lost  # type: ignore[method-assign]
+    with pytest.raises(NotReplicated, match="holds 0 of them"):
+        producer.enqueue_many(jobs)
+
+
+def test_a_call_that_admits_nothing_does_not_wait(
+    pair: tuple[redis.Redis, redis.Redis, int],
+) -> None:
+    primary, replica, _ = pair
+    producer = _producer(primary, 1)
+    [job] = _jobs(1, first=400)
+    producer.enqueue_many([job])
+    replica.replicaof("NO", "ONE")
+    wait_for(lambda: primary.info("replication")["connected_slaves"] == 0, 10, "detached")
+    other = job.model_copy(update={"amount_cents": 999, "job_id": "f" * 32})
+    [result] = producer.enqueue_many([other])  # a conflict, not "unavailable" (HTTP 409)
+    assert isinstance(result, IdempotencyConflict)

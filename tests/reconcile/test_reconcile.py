@@ -15,6 +15,7 @@ from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
 from cardload.reconcile import reconcile
 from cardload.sandbox import SEED_CARD, SandboxApp, SandboxTransport
+from cardload.secuconnect.errors import RetryableError
 from tests.support import make_settings
 
 
@@ -164,3 +165,58 @@ def _made_one(pipeline: Any) -> list[str]:
     job = CardLoadJob(idempotency_key="paged-late", card_number=SEED_CARD, amount_cents=1)
     request = build_create_request(job, contract_id=secu.contract_id, device_id=secu.device_id)
     return [pipeline.client.create(request).id]
+
+
+def test_a_transaction_its_job_started_after_the_page_was_read_is_not_cancelled(
+    real_redis: redis.Redis,
+) -> None:
+    pipeline, _, _ = _made(5, real_redis)
+    job = CardLoadJob(idempotency_key="started-late", card_number=SEED_CARD, amount_cents=700)
+    job_id = pipeline.store.admit(job).job_id
+    assert isinstance(pipeline.create(job_id), Continue)
+    search = pipeline.client.search
+
+    def stale(**kw: Any) -> Any:
+        page = search(**kw)  # lists it as created...
+        assert pipeline.start(job_id) == Finished("succeeded")  # ...and then it is paid
+        return page
+
+    pipeline.client.search = stale
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    try:
+        result = reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            grace=timedelta(0), now=now, apply=True,
+        )  # fmt: skip
+        record = pipeline.store.load(job_id)
+        assert record is not None and record.transaction_id
+        finding = next(f for f in result.findings if f.transaction_id == record.transaction_id)
+        assert (finding.kind, finding.action) == ("ok", "")
+        assert pipeline.client.get(record.transaction_id).status == "ok"  # not reversed
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+
+
+def test_a_list_the_api_stops_giving_is_reported_incomplete_with_what_was_seen(
+    real_redis: redis.Redis,
+) -> None:
+    pipeline, _, _ = _made(150, real_redis)
+    search = pipeline.client.search
+
+    def first_page_only(**kw: Any) -> Any:
+        if kw["offset"]:
+            raise RetryableError("GET answered 503", http_status=503)
+        return search(**kw)
+
+    pipeline.client.search = first_page_only
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    try:
+        result = reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            grace=timedelta(hours=1), now=now, retry=pipeline.settings.retry, sleep=lambda _: None,
+        )  # fmt: skip
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+    assert len(result.findings) == 100 and "503" in result.incomplete

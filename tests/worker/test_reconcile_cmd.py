@@ -60,3 +60,10 @@ def test_reconcile_writes_its_findings_and_says_when_a_person_is_needed(
     done = run_cli(running.settings, "reconcile", "--since", "1h", "--json")
     assert json.loads(done.stdout)["counts"] == {"ok": 2, "unclaimed": 1}
     assert "reconcile.page_retry" in done.stderr
+
+    # The API stops giving the list: what was seen is reported, and exit 3 (unreachable),
+    # not 0 or 1.
+    running.faults({"kind": "error_503", "endpoint": "list"})
+    done = run_cli(running.settings, "reconcile", "--since", "1h", "--json")
+    assert done.returncode == 3
+    assert "503" in json.loads(done.stdout)["incomplete"] and "incomplete" in done.stderr
