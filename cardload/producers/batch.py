@@ -45,7 +45,7 @@ from cardload.producers.batch_files import (
     RowError,
     read_records,
 )
-from cardload.producers.enqueue import CardLoadProducer
+from cardload.producers.enqueue import CardLoadProducer, NotReplicated
 
 __all__ = ["BatchFileError", "BatchResult", "ParsedRow", "RowError", "parse_batch", "submit_batch"]
 
@@ -226,11 +226,16 @@ def submit_batch(
     if name is not None:
         valid, rows = _match_earlier(producer, batch_id, valid)
         result.already_known = len(rows)
+    unconfirmed = False
     for start in range(0, len(valid), CHUNK):
         chunk = valid[start : start + CHUNK]
-        for parsed, outcome in zip(
-            chunk, producer.enqueue_many([p.job for p in chunk]), strict=True
-        ):
+        try:
+            outcomes = producer.enqueue_many([p.job for p in chunk])
+        except NotReplicated as exc:
+            # In and sent, only not confirmed on the replicas: the rest of the file goes
+            # in too, the batch is recorded, and the caller hears it at the end.
+            outcomes, unconfirmed = exc.results, True
+        for parsed, outcome in zip(chunk, outcomes, strict=True):
             if isinstance(outcome, IdempotencyConflict):
                 result.invalid.append(
                     RowError(
@@ -250,6 +255,12 @@ def submit_batch(
             progress(min(start + CHUNK, len(valid)), len(valid))
     result.invalid.sort(key=lambda e: e.row)
     _save(producer, result, path.name, rows)
+    if unconfirmed:
+        raise NotReplicated(
+            f"batch {batch_id}: {result.enqueued + result.already_known} job(s) in and "
+            "recorded, some not confirmed on the replicas (CARDLOAD_JOBS_REPLICAS_ACK): "
+            "submit the same file again to make sure"
+        )
     return result
 
 

@@ -44,7 +44,14 @@ class NotReplicated(JobStoreUnavailable):
     """Jobs were admitted and sent (they will run), but fewer replicas than
     ``CARDLOAD_JOBS_REPLICAS_ACK`` confirmed them in time, or the Redis answering now is
     not the one that took them (a failover): a failover could lose them. Sending the same
-    keys again is safe and makes sure."""
+    keys again is safe and makes sure. ``results`` are the call's, as it would have
+    returned them."""
+
+    def __init__(
+        self, message: str, results: Sequence[Admission | IdempotencyConflict] = ()
+    ) -> None:
+        super().__init__(message)
+        self.results = list(results)
 
 
 class BrokerUnavailable(CardloadError):
@@ -133,11 +140,14 @@ class CardLoadProducer:
                     job.idempotency_key
                     for job, result in zip(jobs, results, strict=True)
                     if isinstance(result, Admission)
-                ]
+                ],
+                results,
             )
         return results
 
-    def _await_replicas(self, idempotency_keys: list[str]) -> None:
+    def _await_replicas(
+        self, idempotency_keys: list[str], results: list[Admission | IdempotencyConflict]
+    ) -> None:
         """Every job this call admitted or found is on the configured replicas, or the
         caller hears it was not (and sends again, same keys)."""
         wanted = self.settings.jobs.replicas_ack
@@ -150,13 +160,15 @@ class CardLoadProducer:
         if held < len(idempotency_keys):
             raise NotReplicated(
                 f"{jobs}, but the Redis answering now holds {held} of them (a failover "
-                "since?): enqueue again with the same keys"
+                "since?): enqueue again with the same keys",
+                results,
             )
         if acked < wanted:
             raise NotReplicated(
                 f"{jobs}, but {acked} of {wanted} replica(s) confirmed them within "
                 f"{timeout_s:g} s (CARDLOAD_JOBS_REPLICAS_ACK): a failover could lose them; "
-                "enqueue again with the same keys"
+                "enqueue again with the same keys",
+                results,
             )
 
 

@@ -5,6 +5,7 @@ A real primary and replica on free ports; the replica detached and attached agai
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -13,6 +14,7 @@ import redis
 
 from cardload.cli.localstack import redis_server
 from cardload.jobs import Admission, CardLoadJob, IdempotencyConflict, JobStore, keys
+from cardload.producers.batch import submit_batch
 from cardload.producers.enqueue import CardLoadProducer, JobStoreUnavailable, NotReplicated
 from cardload.worker import create_app
 from tests.services import wait_for
@@ -136,3 +138,24 @@ def test_a_call_that_admits_nothing_does_not_wait(
     other = job.model_copy(update={"amount_cents": 999, "job_id": "f" * 32})
     [result] = producer.enqueue_many([other])  # a conflict, not "unavailable" (HTTP 409)
     assert isinstance(result, IdempotencyConflict)
+
+
+def test_a_batch_file_goes_in_whole_and_is_recorded_before_it_says_so(
+    pair: tuple[redis.Redis, redis.Redis, int], tmp_path: Path
+) -> None:
+    primary, replica, port = pair
+    replica.replicaof("NO", "ONE")
+    wait_for(lambda: primary.info("replication")["connected_slaves"] == 0, 10, "detached")
+    path = tmp_path / "payroll.csv"
+    rows = [f"92760{i:011d},1.00,EUR,emp-{i}" for i in range(2500)]  # three chunks
+    path.write_text("card_number,amount,currency,reference\n" + "\n".join(rows) + "\n")
+    producer = _producer(primary, 1)
+    with pytest.raises(NotReplicated, match="2500 job\\(s\\) in and recorded") as raised:
+        submit_batch(producer, path)
+    assert "submit the same file again" in str(raised.value)
+    batch_id = str(raised.value).split(":")[0].removeprefix("batch ")
+    assert primary.hlen(keys.batch_rows(batch_id)) == 2500  # recorded: status answers
+    replica.replicaof("127.0.0.1", port)
+    _in_sync(primary)
+    again = submit_batch(producer, path)  # the same file: the same jobs, now confirmed
+    assert (again.batch_id, again.enqueued, again.already_known) == (batch_id, 0, 2500)
