@@ -47,12 +47,13 @@ def _in_sync(primary: redis.Redis) -> None:
     wait_for(online, 30, "a replica online")
 
 
-def _producer(primary: redis.Redis, replicas: int) -> CardLoadProducer:
+def _producer(primary: redis.Redis, replicas: int, timeout_s: float = 2.0) -> CardLoadProducer:
+    """Waits ``timeout_s`` for the replicas: long enough for one just attached (it may
+    take up to a second), short where none is there to answer."""
     address = primary.connection_pool.connection_kwargs
     url = f"redis://{address['host']}:{address['port']}/0"
-    settings = make_settings(
-        url, "http://127.0.0.1:9", jobs={"replicas_ack": replicas, "replicas_ack_timeout_s": 2.0}
-    )
+    jobs = {"replicas_ack": replicas, "replicas_ack_timeout_s": timeout_s}
+    settings = make_settings(url, "http://127.0.0.1:9", jobs=jobs)
     return CardLoadProducer(create_app(settings), JobStore(primary), settings)
 
 
@@ -82,7 +83,7 @@ def test_without_the_replica_the_enqueue_is_unavailable_and_sending_again_finish
     primary, replica, port = pair
     replica.replicaof("NO", "ONE")  # detached: the primary has no replica to confirm
     wait_for(lambda: primary.info("replication")["connected_slaves"] == 0, 10, "detached")
-    producer = _producer(primary, 1)
+    producer = _producer(primary, 1, timeout_s=0.3)
     jobs = _jobs(5, first=100)
     with pytest.raises(NotReplicated) as raised:
         producer.enqueue_many(jobs)
@@ -92,7 +93,7 @@ def test_without_the_replica_the_enqueue_is_unavailable_and_sending_again_finish
     assert admitted is not None  # admitted and sent: only not confirmed
     replica.replicaof("127.0.0.1", port)
     _in_sync(primary)
-    again = producer.enqueue_many(jobs)  # the same keys: the same jobs, now confirmed
+    again = _producer(primary, 1).enqueue_many(jobs)  # the same keys: the same jobs, confirmed
     assert all(isinstance(r, Admission) and not r.created for r in again)
     assert again[0].job_id == admitted
     assert all(replica.exists(keys.job(r.job_id)) for r in again)
@@ -149,7 +150,7 @@ def test_a_batch_file_goes_in_whole_and_is_recorded_before_it_says_so(
     path = tmp_path / "payroll.csv"
     rows = [f"92760{i:011d},1.00,EUR,emp-{i}" for i in range(2500)]  # three chunks
     path.write_text("card_number,amount,currency,reference\n" + "\n".join(rows) + "\n")
-    producer = _producer(primary, 1)
+    producer = _producer(primary, 1, timeout_s=0.3)
     with pytest.raises(NotReplicated, match="2500 job\\(s\\) in and recorded") as raised:
         submit_batch(producer, path)
     assert "submit the same file again" in str(raised.value)
@@ -157,5 +158,5 @@ def test_a_batch_file_goes_in_whole_and_is_recorded_before_it_says_so(
     assert primary.hlen(keys.batch_rows(batch_id)) == 2500  # recorded: status answers
     replica.replicaof("127.0.0.1", port)
     _in_sync(primary)
-    again = submit_batch(producer, path)  # the same file: the same jobs, now confirmed
+    again = submit_batch(_producer(primary, 1), path)  # the same file: the same jobs
     assert (again.batch_id, again.enqueued, again.already_known) == (batch_id, 0, 2500)

@@ -5,7 +5,7 @@ once, by workers that follow the failover themselves.
 
 What a failover costs, as seen here: a message a worker had popped (``BRPOP``) but whose
 answer died with the primary is gone from the broker; its job stays ``queued`` and the
-stall sweep sends it again after ``CARDLOAD_JOBS_STALL_AFTER_S`` (20 s here; after a
+stall sweep sends it again after ``CARDLOAD_JOBS_STALL_AFTER_S`` (10 s here; after a
 real failover ``cardload jobs recover --older-than-s 0`` does it at once). A retry
 published on a connection made before the failover fails inside kombu and the message is
 handed back (``Reject(requeue=True)``), to run again.
@@ -72,11 +72,27 @@ class Group:
             "--dir",
             str(directory),
         ]
-        self._run("primary", "--port", str(self.primary), *common)
+        # The first sync at once, not after 5 s (the wait below still checks it is done).
+        at_once = ("--repl-diskless-sync-delay", "0")
+        self._run("primary", "--port", str(self.primary), *common, *at_once)
         self._run(
             "replica", "--port", str(self.replica), *common,
             "--replicaof", "127.0.0.1", str(self.primary),
         )  # fmt: skip
+        for port in (self.primary, self.replica):
+            wait_for(functools.partial(_pings, port), 10, "a redis-server to answer")
+        # A replica may not hold the data yet when it is attached: Redis starts a full
+        # sync repl-diskless-sync-delay (5 s by default) after the replica asks, and a
+        # replica promoted before it finished starts empty (every job and queue gone).
+        replica = redis.Redis(port=self.replica)
+        wait_for(
+            lambda: replica.info("replication").get("master_link_status") == "up",
+            30,
+            "the replica in sync",
+        )
+        replica.close()
+        # The Sentinel last: its first look at the primary finds the replica (it looks
+        # again only every 10 s).
         conf = directory / "sentinel.conf"
         conf.write_text(
             f"port {self.sentinel}\nbind 127.0.0.1\ndir {directory}\n"
@@ -85,20 +101,10 @@ class Group:
             f"sentinel failover-timeout {SERVICE} 5000\n"
         )
         self._run("sentinel", str(conf), "--sentinel")
-        for port in (self.primary, self.replica, self.sentinel):
-            wait_for(functools.partial(_pings, port), 10, "a redis-server to answer")
+        wait_for(functools.partial(_pings, self.sentinel), 10, "the Sentinel to answer")
         watcher = redis.Redis(port=self.sentinel)
         wait_for(lambda: watcher.sentinel_slaves(SERVICE), 30, "the Sentinel to see the replica")
-        # A replica the Sentinel sees may not hold the data yet: Redis starts a full sync
-        # 5 s after the replica asks (repl-diskless-sync-delay), and a replica promoted
-        # before it finished starts empty (every job and queue gone).
-        replica = redis.Redis(port=self.replica)
-        wait_for(
-            lambda: replica.info("replication").get("master_link_status") == "up",
-            30,
-            "the replica in sync",
-        )
-        replica.close()
+        watcher.close()
 
     @property
     def url(self) -> str:
@@ -133,7 +139,7 @@ def sentinel_stack(tmp_path: Path) -> Iterator[tuple[Stack, Group]]:
     try:
         with serve_in_thread(app) as server:
             settings = make_settings(
-                group.url, server.url, retry={"max_backoff_s": 2.0}, jobs={"stall_after_s": 20}
+                group.url, server.url, retry={"max_backoff_s": 2.0}, jobs={"stall_after_s": 10}
             )
             client = connect(group.url)
             producer = CardLoadProducer(create_app(settings), job_store(client, settings), settings)
