@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,26 +90,72 @@ class Stack:
 AMQP = "amqp://guest:guest@127.0.0.1:5672"
 
 
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def _make_vhost() -> str:
+    name = f"cardload-test-{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", name)
+    try:
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except subprocess.CalledProcessError:
+        _rabbitmqctl("delete_vhost", name)
+        raise
+    return name
+
+
+class Vhosts:
+    """Vhosts of our own on the machine's RabbitMQ, made one ahead and deleted behind,
+    in a thread: each ``rabbitmqctl`` call boots an Erlang VM (about a second), three per
+    test. ``close`` deletes every one it made, the spare too."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="vhosts")
+        self._next: Future[str] | None = None
+        self._deleted: list[Future[None]] = []
+
+    def take(self) -> str:
+        upcoming = self._next or self._pool.submit(_make_vhost)
+        self._next = self._pool.submit(_make_vhost)
+        return upcoming.result()
+
+    def give_back(self, name: str) -> None:
+        self._deleted.append(self._pool.submit(_rabbitmqctl, "delete_vhost", name))
+
+    def close(self) -> None:
+        if self._next is not None:
+            spare = self._next.exception() is None and self._next.result()
+            if spare:
+                self.give_back(spare)
+        self._pool.shutdown(wait=True)
+        for deleted in self._deleted:
+            deleted.result()  # a vhost left behind fails the run here
+
+
+@pytest.fixture(scope="session")
+def vhosts() -> Iterator[Vhosts]:
+    made = Vhosts()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
 @contextmanager
-def rabbitmq_vhost() -> Iterator[str]:
-    """A vhost of our own on the machine's RabbitMQ (made and deleted with
-    ``rabbitmqctl``): the queues and exchanges a test makes go with it."""
+def rabbitmq_vhost(vhosts: Vhosts) -> Iterator[str]:
+    """A vhost of our own on the machine's RabbitMQ: the queues and exchanges a test
+    makes go with it."""
     if shutil.which("rabbitmqctl") is None:
         pytest.skip("rabbitmqctl is not on this machine")
-    name = f"cardload-test-{uuid.uuid4().hex[:12]}"
-
-    def ctl(*args: str) -> None:
-        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
     try:
-        ctl("add_vhost", name)
+        name = vhosts.take()
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"cannot make a RabbitMQ vhost: {exc.stderr.decode()[-200:]}")
     try:
-        ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         yield name
     finally:
-        ctl("delete_vhost", name)
+        vhosts.give_back(name)
 
 
 @pytest.fixture
@@ -118,11 +165,11 @@ def broker_kind() -> str:
 
 
 @pytest.fixture
-def broker_url(broker_kind: str) -> Iterator[str | None]:
+def broker_url(broker_kind: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
     if broker_kind == "redis":
         yield None  # the job store's Redis
         return
-    with rabbitmq_vhost() as vhost:
+    with rabbitmq_vhost(request.getfixturevalue("vhosts")) as vhost:
         yield f"{AMQP}/{vhost}"
 
 
