@@ -30,7 +30,10 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--until", help="the same; default: now")
     parser.add_argument(
-        "--grace", default="1h", help="a created transaction younger than this is left alone (1h)"
+        "--grace",
+        default="1h",
+        type=_duration,
+        help="a created transaction younger than this is left alone (1h)",
     )
     parser.add_argument("--apply", action="store_true", help="cancel transactions left created")
     parser.add_argument("--out", help="write every finding to this CSV file")
@@ -53,12 +56,19 @@ def when(value: str, now: datetime) -> datetime:
     return found if found.tzinfo else found.replace(tzinfo=UTC)
 
 
+def _duration(value: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as exc:  # argparse: exit 2 naming the option
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     ctx = Context.load()
     now = datetime.now(UTC)
     since = when(args.since, now)
     until = when(args.until, now) if args.until else now
-    grace = timedelta(seconds=parse_duration(args.grace))
+    grace: timedelta = args.grace
     pipeline = build_pipeline(ctx.settings, client=ctx.redis)
     try:
         result = reconcile(

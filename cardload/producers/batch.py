@@ -223,20 +223,18 @@ def submit_batch(
         read_as=f"{batch_file.dialect.describe()}, {batch_file.encoding}",
     )
     rows: dict[str, int] = {}
+    every_key = [p.job.idempotency_key for p in valid]
     if name is not None:
         valid, rows = _match_earlier(producer, batch_id, valid)
         result.already_known = len(rows)
-    unconfirmed = False
+    refused: set[str] = set()
     for start in range(0, len(valid), CHUNK):
         chunk = valid[start : start + CHUNK]
-        try:
-            outcomes = producer.enqueue_many([p.job for p in chunk])
-        except NotReplicated as exc:
-            # In and sent, only not confirmed on the replicas: the rest of the file goes
-            # in too, the batch is recorded, and the caller hears it at the end.
-            outcomes, unconfirmed = exc.results, True
+        # Confirmed on the replicas once, at the end, with the batch's own writes.
+        outcomes = producer.enqueue_many([p.job for p in chunk], confirm=False)
         for parsed, outcome in zip(chunk, outcomes, strict=True):
             if isinstance(outcome, IdempotencyConflict):
+                refused.add(parsed.job.idempotency_key)
                 result.invalid.append(
                     RowError(
                         parsed.row,
@@ -255,12 +253,13 @@ def submit_batch(
             progress(min(start + CHUNK, len(valid)), len(valid))
     result.invalid.sort(key=lambda e: e.row)
     _save(producer, result, path.name, rows)
-    if unconfirmed:
+    try:
+        producer.confirm([key for key in every_key if key not in refused])
+    except NotReplicated as exc:
         raise NotReplicated(
-            f"batch {batch_id}: {result.enqueued + result.already_known} job(s) in and "
-            "recorded, some not confirmed on the replicas (CARDLOAD_JOBS_REPLICAS_ACK): "
-            "submit the same file again to make sure"
-        )
+            f"batch {batch_id} recorded ({result.enqueued} new, {result.already_known} "
+            f"known), not confirmed: {exc}; submit the same file again"
+        ) from None
     return result
 
 

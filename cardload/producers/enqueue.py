@@ -103,8 +103,12 @@ class CardLoadProducer:
             raise result
         return result.job_id
 
-    def enqueue_many(self, jobs: Sequence[CardLoadJob]) -> list[Admission | IdempotencyConflict]:
+    def enqueue_many(
+        self, jobs: Sequence[CardLoadJob], *, confirm: bool = True
+    ) -> list[Admission | IdempotencyConflict]:
         """Admit and send many jobs with pipelined round trips; one result per job.
+        ``confirm=False`` leaves the replicas' confirmation to the caller (``confirm``),
+        who sends more first (a batch file confirms once, at its end).
 
         :raises JobStoreUnavailable: Redis could not be reached (some jobs may be in).
         :raises BrokerUnavailable: jobs were admitted and not sent.
@@ -134,8 +138,8 @@ class CardLoadProducer:
                     f"({type(exc).__name__}): enqueue again with the same keys, or the "
                     "stall sweep sends them"
                 ) from exc
-        if self.settings.jobs.replicas_ack and admitted:
-            self._await_replicas(
+        if confirm and admitted:
+            self.confirm(
                 [
                     job.idempotency_key
                     for job, result in zip(jobs, results, strict=True)
@@ -145,12 +149,17 @@ class CardLoadProducer:
             )
         return results
 
-    def _await_replicas(
-        self, idempotency_keys: list[str], results: list[Admission | IdempotencyConflict]
+    def confirm(
+        self,
+        idempotency_keys: Sequence[str],
+        results: Sequence[Admission | IdempotencyConflict] = (),
     ) -> None:
-        """Every job this call admitted or found is on the configured replicas, or the
-        caller hears it was not (and sends again, same keys)."""
+        """With ``CARDLOAD_JOBS_REPLICAS_ACK``: the jobs of these keys, and every write
+        before, are on the replicas asked for, or ``NotReplicated`` says they are not
+        (send the same keys again). Without it, nothing."""
         wanted = self.settings.jobs.replicas_ack
+        if not wanted or not idempotency_keys:
+            return
         timeout_s = self.settings.jobs.replicas_ack_timeout_s
         try:
             held, acked = self.store.replicated(idempotency_keys, wanted, timeout_s)

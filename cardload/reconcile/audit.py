@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import redis
+
 from cardload.config import RetrySettings
 from cardload.jobs.model import JobRecord, JobStatus
 from cardload.jobs.store import JobStore
@@ -110,6 +112,9 @@ def reconcile(
     except SecuconnectError as exc:
         log.error("reconcile.incomplete", kind=exc.kind, error=exc.message)
         result.incomplete = f"the API stopped answering the list ({exc.kind}): {exc.message}"
+    except redis.RedisError as exc:  # what was judged (and cancelled) so far is reported
+        log.error("reconcile.incomplete", kind="redis", error=type(exc).__name__)
+        result.incomplete = f"the job store stopped answering ({type(exc).__name__})"
     return result
 
 

@@ -151,10 +151,11 @@ def test_a_batch_file_goes_in_whole_and_is_recorded_before_it_says_so(
     rows = [f"92760{i:011d},1.00,EUR,emp-{i}" for i in range(2500)]  # three chunks
     path.write_text("card_number,amount,currency,reference\n" + "\n".join(rows) + "\n")
     producer = _producer(primary, 1, timeout_s=0.3)
-    with pytest.raises(NotReplicated, match="2500 job\\(s\\) in and recorded") as raised:
+    with pytest.raises(NotReplicated, match="recorded \\(2500 new, 0 known\\)") as raised:
         submit_batch(producer, path)
-    assert "submit the same file again" in str(raised.value)
-    batch_id = str(raised.value).split(":")[0].removeprefix("batch ")
+    assert "0 of 1 replica" in str(raised.value)
+    assert str(raised.value).endswith("submit the same file again")
+    batch_id = str(raised.value).split()[1]
     assert primary.hlen(keys.batch_rows(batch_id)) == 2500  # recorded: status answers
     replica.replicaof("127.0.0.1", port)
     _in_sync(primary)

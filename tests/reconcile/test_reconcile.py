@@ -220,3 +220,29 @@ def test_a_list_the_api_stops_giving_is_reported_incomplete_with_what_was_seen(
         pipeline.leases.stop()
         pipeline.client.close()
     assert len(result.findings) == 100 and "503" in result.incomplete
+
+
+def test_a_job_store_that_stops_answering_ends_it_incomplete_with_what_was_done(
+    real_redis: redis.Redis,
+) -> None:
+    pipeline, _, _ = _made(150, real_redis)
+    lookups = pipeline.store.job_ids_for_keys
+    calls: list[int] = []
+
+    def second_fails(refs: Any) -> Any:
+        calls.append(1)
+        if len(calls) > 1:
+            raise redis.ConnectionError("gone")
+        return lookups(refs)
+
+    pipeline.store.job_ids_for_keys = second_fails
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    try:
+        result = reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            grace=timedelta(hours=1), now=now,
+        )  # fmt: skip
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+    assert len(result.findings) == 100 and "ConnectionError" in result.incomplete
