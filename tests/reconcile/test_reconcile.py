@@ -13,7 +13,7 @@ from cardload.jobs import CardLoadJob, JobStatus, keys
 from cardload.pipeline import Continue, Finished
 from cardload.pipeline.request import build_create_request
 from cardload.pipeline.runtime import build_pipeline
-from cardload.reconcile import reconcile
+from cardload.reconcile import Reconciliation, reconcile
 from cardload.sandbox import SEED_CARD, SandboxApp, SandboxTransport
 from cardload.secuconnect.errors import RetryableError
 from tests.support import make_settings
@@ -111,6 +111,21 @@ def _made(count: int, real_redis: redis.Redis) -> tuple[Any, SandboxApp, list[st
     return pipeline, app, ids
 
 
+def _run(pipeline: Any, **kw: Any) -> Reconciliation:
+    """Reconcile the last hour on this pipeline's sandbox (a created one older than
+    ``grace``, one hour unless given, counts as left), then close the pipeline."""
+    now = datetime.now(UTC) + timedelta(seconds=5)
+    kw.setdefault("grace", timedelta(hours=1))
+    try:
+        return reconcile(
+            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
+            now=now, **kw,
+        )  # fmt: skip
+    finally:
+        pipeline.leases.stop()
+        pipeline.client.close()
+
+
 def test_pages_the_api_fails_to_give_are_asked_for_again(real_redis: redis.Redis) -> None:
     pipeline, app, ids = _made(250, real_redis)  # three pages
     rules = [
@@ -120,15 +135,7 @@ def test_pages_the_api_fails_to_give_are_asked_for_again(real_redis: redis.Redis
     ]
     app.faults.configure(app.faults.settings.model_validate({"seed": 3, "rules": rules}))
     slept: list[float] = []
-    now = datetime.now(UTC) + timedelta(seconds=5)
-    try:
-        result = reconcile(
-            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
-            grace=timedelta(hours=1), now=now, retry=pipeline.settings.retry, sleep=slept.append,
-        )  # fmt: skip
-    finally:
-        pipeline.leases.stop()
-        pipeline.client.close()
+    result = _run(pipeline, retry=pipeline.settings.retry, sleep=slept.append)
     assert sorted(f.transaction_id for f in result.findings) == sorted(ids)
     assert len(slept) == 4 and max(slept) >= 2  # the 429's Retry-After kept
 
@@ -147,15 +154,7 @@ def test_a_transaction_made_while_paging_does_not_list_another_twice(
         return page
 
     pipeline.client.search = search_then_make
-    now = datetime.now(UTC) + timedelta(seconds=5)
-    try:
-        result = reconcile(
-            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
-            grace=timedelta(hours=1), now=now,
-        )  # fmt: skip
-    finally:
-        pipeline.leases.stop()
-        pipeline.client.close()
+    result = _run(pipeline)
     listed = [f.transaction_id for f in result.findings]
     assert len(listed) == len(set(listed)) and set(ids) <= set(listed)
 
@@ -182,20 +181,12 @@ def test_a_transaction_its_job_started_after_the_page_was_read_is_not_cancelled(
         return page
 
     pipeline.client.search = stale
-    now = datetime.now(UTC) + timedelta(seconds=5)
-    try:
-        result = reconcile(
-            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
-            grace=timedelta(0), now=now, apply=True,
-        )  # fmt: skip
-        record = pipeline.store.load(job_id)
-        assert record is not None and record.transaction_id
-        finding = next(f for f in result.findings if f.transaction_id == record.transaction_id)
-        assert (finding.kind, finding.action) == ("ok", "")
-        assert pipeline.client.get(record.transaction_id).status == "ok"  # not reversed
-    finally:
-        pipeline.leases.stop()
-        pipeline.client.close()
+    result = _run(pipeline, grace=timedelta(0), apply=True)
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.transaction_id
+    finding = next(f for f in result.findings if f.transaction_id == record.transaction_id)
+    assert (finding.kind, finding.action) == ("ok", "")
+    assert finding.status == "ok"  # as read again: no cancel asked for (it would reverse)
 
 
 def test_a_list_the_api_stops_giving_is_reported_incomplete_with_what_was_seen(
@@ -210,15 +201,7 @@ def test_a_list_the_api_stops_giving_is_reported_incomplete_with_what_was_seen(
         return search(**kw)
 
     pipeline.client.search = first_page_only
-    now = datetime.now(UTC) + timedelta(seconds=5)
-    try:
-        result = reconcile(
-            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
-            grace=timedelta(hours=1), now=now, retry=pipeline.settings.retry, sleep=lambda _: None,
-        )  # fmt: skip
-    finally:
-        pipeline.leases.stop()
-        pipeline.client.close()
+    result = _run(pipeline, retry=pipeline.settings.retry, sleep=lambda _: None)
     assert len(result.findings) == 100 and "503" in result.incomplete
 
 
@@ -236,13 +219,5 @@ def test_a_job_store_that_stops_answering_ends_it_incomplete_with_what_was_done(
         return lookups(refs)
 
     pipeline.store.job_ids_for_keys = second_fails
-    now = datetime.now(UTC) + timedelta(seconds=5)
-    try:
-        result = reconcile(
-            pipeline.client, pipeline.store, since=now - timedelta(hours=1), until=now,
-            grace=timedelta(hours=1), now=now,
-        )  # fmt: skip
-    finally:
-        pipeline.leases.stop()
-        pipeline.client.close()
+    result = _run(pipeline)
     assert len(result.findings) == 100 and "ConnectionError" in result.incomplete
