@@ -1,7 +1,8 @@
 """What a cardload worker does when it starts: check its settings (and stop, naming
 what is missing), our logging, the stall sweeper, the metrics server
 (``CARDLOAD_WORKER_METRICS_PORT``), the webhook delivery worker
-(``CARDLOAD_WEBHOOKS_IN_WORKER``), and the removal of 0.1's shared token.
+(``CARDLOAD_WEBHOOKS_IN_WORKER``), the removal of 0.1's shared token, and the task events
+step (``task_events``).
 
 Hooked to Celery's ``celeryd_init`` for our app alone: only when a worker of that app
 starts are the other signals connected. (A ``setup_logging`` receiver alone changes
@@ -10,12 +11,10 @@ how Celery sets up logging, so it must not exist in a host's worker.)
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import bootsteps
 from celery.signals import celeryd_init, setup_logging, task_received, worker_ready
 
 from cardload.config import Settings, SettingsError
@@ -23,33 +22,15 @@ from cardload.jobs import keys
 from cardload.jobs.connection import connect
 from cardload.jobs.routing import TASK_NAMES
 from cardload.observability import configure_logging, get_logger
-from cardload.tasks.card_load import TASK_EVENTS
 from cardload.webhooks.delivery import start_deliverer
 from cardload.worker.metrics import serve_metrics
 from cardload.worker.sweeper import start_sweeper
+from cardload.worker.task_events import TaskEvents
 
 if TYPE_CHECKING:
     from cardload.worker.application import CardloadApp
 
 log = get_logger(__name__)
-
-
-class TaskEvents(bootsteps.StartStopStep):
-    """Hands the consumer's task event dispatcher to the tasks: a step's ``task-sent``
-    event for the next step is then buffered with the worker's own task events and goes
-    out with them, many per event message, instead of one publish each."""
-
-    requires = ("celery.worker.consumer.events:Events",)
-
-    def start(self, c: Any) -> None:
-        # With the process's pid: a prefork child inherits the attribute, and must not
-        # use a dispatcher whose connection and flushing belong to its parent.
-        setattr(c.app, TASK_EVENTS, (os.getpid(), c.event_dispatcher))
-
-    def stop(self, c: Any) -> None:
-        setattr(c.app, TASK_EVENTS, None)
-
-    shutdown = stop
 
 
 def connect_worker_signals(app: CardloadApp) -> None:
