@@ -223,18 +223,21 @@ return redis.call('HDEL', KEYS[1], 'lock', 'lock_until_ms')
 # The end of a claimed step: the job's new fields, its history entry, the lease given
 # back, the attempt given back if the step only waited; refused with {'fenced', holder}
 # if another delivery holds the lease now.
-# KEYS: job, history, active.
+# With a fourth key, the next step's message is pushed onto that list too: on a Redis
+# broker that is this Redis, the step's end and its next message are one write.
+# KEYS: job, history, active[, broker list].
 # ARGV: 1 job_id, 2 fence, 3 history entry, 4 now_iso, 5 attempt counter to give back
-#       or '', then field/value pairs.
+#       or '', 6 the message or '', then field/value pairs.
 FINISH_STEP = (
     _COMMON
     + """
 local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[5], -1) end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[4], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4], unpack(ARGV, 7))
 hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
+if KEYS[4] then redis.call('LPUSH', KEYS[4], ARGV[6]) end
 return {'ok'}
 """
 )

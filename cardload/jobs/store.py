@@ -451,21 +451,26 @@ class JobStore:
         fields: Mapping[str, str | int] | None = None,
         *,
         give_back: Step | None = None,
+        push: tuple[str, str] | None = None,
     ) -> None:
         """Record how the step ended (and ``fields``), give the lease back, and with
-        ``give_back`` the attempt the claim counted (the step only waited)."""
+        ``give_back`` the attempt the claim counted (the step only waited). ``push``,
+        a list of this Redis and a message, is pushed in the same script (the next
+        step's message where this Redis is the broker): both or neither."""
         now = now_utc()
         pairs = [x for pair in (fields or {}).items() for x in pair]
+        job_keys = self._job_keys(lease.job_id)
         self._fenced(
             lease,
             self._finish(
-                keys=self._job_keys(lease.job_id),
+                keys=[*job_keys, push[0]] if push else job_keys,
                 args=[
                     lease.job_id,
                     lease.fence,
                     _entry(entry, now),
                     now.isoformat(),
                     f"attempts_{give_back}" if give_back else "",
+                    push[1] if push else "",
                     *pairs,
                 ],
             ),

@@ -16,6 +16,7 @@ from cardload.jobs.model import ErrorInfo, JobRecord, LoadResult
 from cardload.jobs.store import Announcement
 from cardload.observability.masking import mask_card_number, mask_receipt
 from cardload.secuconnect.models import SmartTransaction
+from cardload.secuconnect.receipt import RECEIPT_LINES
 
 
 def load_result(tx: SmartTransaction) -> LoadResult:
@@ -28,7 +29,7 @@ def load_result(tx: SmartTransaction) -> LoadResult:
         cash_cents=balances.cash_cents if balances else None,
         bonus_cents=balances.bonus_cents if balances else None,
         total_cents=balances.total_cents if balances else None,
-        receipt=[line.model_dump(mode="json", exclude_none=True) for line in tx.receipt],
+        receipt=RECEIPT_LINES.dump_python(tx.receipt, mode="json", exclude_none=True),
         card_number=tx.card_number,
     )
 

@@ -53,7 +53,7 @@ from cardload.observability.metrics import (
     SUCCEEDED,
 )
 from cardload.pipeline.lookups import MerchantRefLookups
-from cardload.pipeline.outcome import Continue, Finished, Outcome, RetryLater
+from cardload.pipeline.outcome import Continue, Finished, NextMessage, Outcome, RetryLater
 from cardload.pipeline.prefetch import LookupPrefetch
 from cardload.pipeline.request import build_create_request, transaction_mismatch
 from cardload.pipeline.results import announcement, failed_event, load_result, succeeded_event
@@ -128,8 +128,10 @@ class Pipeline:
 
     # --- entry points (one per task) ---------------------------------------------------
 
-    def create(self, job_id: str) -> Outcome:
-        return self._step(job_id, "create", self._create)
+    def create(self, job_id: str, next_message: NextMessage | None = None) -> Outcome:
+        """``next_message``: the start's message, pushed with the create's end if given
+        (``Continue.queued``); otherwise the task sends it."""
+        return self._step(job_id, "create", lambda claim: self._create(claim, next_message))
 
     def start(self, job_id: str) -> Outcome:
         return self._step(job_id, "start", self._start)
@@ -146,7 +148,7 @@ class Pipeline:
 
     # --- create --------------------------------------------------------------------------
 
-    def _create(self, claim: Claimed) -> Outcome:
+    def _create(self, claim: Claimed, next_message: NextMessage | None = None) -> Outcome:
         record = claim.record
         if claim.attempt > self.settings.retry.max_attempts:
             return self._exhausted(claim, "create", None)
@@ -178,13 +180,16 @@ class Pipeline:
             # may have lost it); a failure before it answered cannot say "not loaded".
             return self._failed(claim, "create", exc, StartWatch(doubt and not looked_up))
         log.info("transaction.found" if adopted else "transaction.created", transaction_id=tx.id)
+        job_id = record.job.job_id
+        push = next_message("start", job_id) if next_message else None
         self.store.finish_step(
             claim.lease,
             HistoryEntry(status=JobStatus.CREATED, step="create", transaction_id=tx.id),
             # An adopted transaction may have been started already: start reads it first.
             {"status": JobStatus.CREATED.value, "transaction_id": tx.id, "reconcile": int(adopted)},
+            push=push,
         )
-        return Continue("start")
+        return Continue("start", queued=push is not None)
 
     def _find_created(
         self, job: CardLoadJob, ahead: list[SmartTransaction] | None = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, TypeAdapter
 
 KNOWN_DECORATIONS = ("important", "align-left", "align-center", "align-right")
 
@@ -69,6 +69,8 @@ ReceiptLine = Annotated[
     | Annotated[OtherLine, Tag("other")],
     Discriminator(_line_tag),
 ]
+# A receipt's lines parsed or dumped in one call (not a model call per line).
+RECEIPT_LINES: TypeAdapter[list[ReceiptLine]] = TypeAdapter(list[ReceiptLine])
 
 
 def _align(text: str, decoration: list[str], width: int) -> str:

@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 from cardload.jobs.routing import LEGACY_PUBLISH_TASK, STEP_PRIORITY, TASK_NAMES, Step
 from cardload.observability import bind_job, get_logger
 from cardload.pipeline import Continue, Finished, Outcome, RetryLater
-from cardload.tasks.messages import publish_step
+from cardload.tasks.messages import StepPusher, publish_step
 
 log = get_logger(__name__)
 
@@ -33,7 +33,8 @@ log = get_logger(__name__)
 # nothing was decided that is not saved, so run the task again later.
 TRANSIENT = (redis.RedisError, OperationalError)
 SEND_RETRY_S = 2.0
-# The app attribute a worker's consumer sets to (its pid, its buffered task event dispatcher).
+# The app attribute a worker's consumer sets to (its pid, its buffered task event
+# dispatcher, a StepPusher or None).
 TASK_EVENTS = "cardload_task_events"
 
 
@@ -72,9 +73,43 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-def act(task: Task, job_id: str, outcome: Outcome) -> str:
-    """Do what the step asked for: send the next step, retry later, or nothing."""
+class Handoff:
+    """In a worker whose broker is the job store's Redis: the next step's message, built
+    here (with this task as its parent) and pushed by the script that ends the step;
+    then its ``task-sent`` event, buffered with the worker's own."""
+
+    def __init__(self, pusher: StepPusher, events: Any, parent: Any) -> None:
+        self.pusher = pusher
+        self.events = events
+        self.parent = parent
+        self.sent: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, task: Task) -> Handoff | None:
+        pid, events, pusher = getattr(task.app, TASK_EVENTS, None) or (0, None, None)
+        if pusher is None or events is None or pid != os.getpid():
+            return None
+        return cls(pusher, events, task.request)
+
+    def message(self, step: Step, job_id: str) -> tuple[str, str] | None:
+        prepared = self.pusher.prepare(step, job_id, parent=self.parent)
+        if prepared is None:
+            return None
+        key, payload, self.sent = prepared
+        return key, payload
+
+    def announce(self) -> None:
+        if self.sent is not None:
+            self.events.send("task-sent", **self.sent)
+
+
+def act(task: Task, job_id: str, outcome: Outcome, handoff: Handoff | None = None) -> str:
+    """Do what the step asked for: send the next step (unless it went out with the
+    step's end), retry later, or nothing."""
     if isinstance(outcome, Continue):
+        if outcome.queued and handoff is not None:
+            handoff.announce()
+            return f"continue: {outcome.step}"
         try:
             send_next(task, outcome.step, job_id)
         except TRANSIENT as exc:
@@ -92,7 +127,7 @@ def send_next(task: Task, step: Step, job_id: str) -> None:
     own buffered task events (the consumer hands its event dispatcher over as the app
     attribute named ``TASK_EVENTS``); elsewhere Celery sends message and event itself."""
     app = task.app
-    pid, events = getattr(app, TASK_EVENTS, None) or (0, None)
+    pid, events, _ = getattr(app, TASK_EVENTS, None) or (0, None, None)
     if events is None or pid != os.getpid():  # no worker consumer in this process
         options = {"argsrepr": repr((job_id,)), "priority": STEP_PRIORITY[step]}
         app.send_task(TASK_NAMES[step], args=[job_id], **options)
@@ -111,7 +146,9 @@ def register_tasks(app: Celery) -> None:
     def create(self: Task, job_id: str) -> str:
         """Create the Smart Transaction (or find the one an earlier attempt created)."""
         bind_job(job_id, step="create")
-        return act(self, job_id, self.app.pipeline().create(job_id))
+        handoff = Handoff.of(self)
+        outcome = self.app.pipeline().create(job_id, handoff.message if handoff else None)
+        return act(self, job_id, outcome, handoff)
 
     @app.task(name=TASK_NAMES["start"], **_OPTIONS)
     def start(self: Task, job_id: str) -> str:

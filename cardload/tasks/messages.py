@@ -14,7 +14,7 @@ declares the queue it consumes; producers declare it once per batch).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu.utils.uuid import uuid
@@ -99,3 +99,13 @@ def publish_step(
         routing_key=queue,
     )
     return sent_fields(message, queue)
+
+
+class StepPusher(Protocol):
+    """Builds a step's message for a Redis broker's list (``worker.redis_broker``)."""
+
+    def prepare(
+        self, step: Step, job_id: str, *, parent: Any = None
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """(the list, the message as pushed, its ``task-sent`` fields), or None where
+        the message must go through kombu now."""

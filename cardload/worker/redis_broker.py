@@ -56,10 +56,9 @@ class RedisLists:
         by_list: dict[str, list[str]] = defaultdict(list)
         fields = []
         for step, job_id, label in items:
-            message = step_message(self.app, step, job_id, label=label)
-            key, payload = self._envelope(message, TASK_NAMES[step], STEP_PRIORITY[step])
+            key, payload, sent = self._prepared(step, job_id, label=label)
             by_list[key].append(payload)
-            fields.append(sent_fields(message, self.queue))
+            fields.append(sent)
         try:
             with self.channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
@@ -69,6 +68,22 @@ class RedisLists:
         except RedisError as exc:
             raise BatchPublishError("Redis publish batch failed; delivery is uncertain") from exc
         return fields
+
+    def prepare(
+        self, step: Step, job_id: str, *, parent: Any = None
+    ) -> tuple[str, str, dict[str, Any]] | None:
+        """One step's message for a script to push (``StepPusher``); None once a
+        receiver of the publish signals is connected (it must see the publish)."""
+        if any(signal.receivers for signal in _PUBLISH_SIGNALS):
+            return None
+        return self._prepared(step, job_id, parent=parent)
+
+    def _prepared(
+        self, step: Step, job_id: str, *, label: str = "", parent: Any = None
+    ) -> tuple[str, str, dict[str, Any]]:
+        message = step_message(self.app, step, job_id, label=label, parent=parent)
+        key, payload = self._envelope(message, TASK_NAMES[step], STEP_PRIORITY[step])
+        return key, payload, sent_fields(message, self.queue)
 
     def _envelope(self, message: Any, name: str, priority: int) -> tuple[str, str]:
         """The list and the JSON kombu's Redis transport would push for ``message``."""
@@ -110,3 +125,19 @@ def direct_lists(app: Celery, producer: Any, queue: str) -> RedisLists | None:
     ):
         return None
     return RedisLists(app, channel, queue)
+
+
+def step_pusher(app: Celery) -> RedisLists | None:
+    """The default queue's lists, for the scripts of the job store to push a job's next
+    step into: only where the broker is the job store's Redis (no broker URL of its own)
+    and its messages can be pushed straight in (``direct_lists``), without a key prefix."""
+    settings = getattr(app, "cardload_settings", None)
+    if settings is None or settings.broker_url is not None:
+        return None
+    with app.producer_or_acquire() as producer:
+        lists = direct_lists(app, producer, app.conf.task_default_queue)
+        channel: Any = producer.channel
+        prefix: str = getattr(channel, "global_keyprefix", "") or ""
+        if lists is None or prefix:
+            return None
+    return lists

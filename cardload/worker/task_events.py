@@ -20,6 +20,7 @@ from celery import bootsteps
 
 from cardload.observability import get_logger
 from cardload.tasks.card_load import TASK_EVENTS
+from cardload.worker.redis_broker import step_pusher
 
 log = get_logger(__name__)
 
@@ -79,7 +80,8 @@ class TaskEvents(bootsteps.StartStopStep):
             dispatcher.on_send_buffered = CoalescedFlush(c)
         # With the process's pid: a prefork child inherits the attribute, and must not
         # use a dispatcher whose connection and flushing belong to its parent.
-        setattr(c.app, TASK_EVENTS, (os.getpid(), dispatcher))
+        # The pusher: the next step's message goes out with the script that ends a step.
+        setattr(c.app, TASK_EVENTS, (os.getpid(), dispatcher, step_pusher(c.app)))
 
     def stop(self, c: Any) -> None:
         setattr(c.app, TASK_EVENTS, None)

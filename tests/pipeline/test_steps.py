@@ -790,3 +790,77 @@ def test_a_lost_create_never_adopts_another_jobs_transaction_whatever_its_key(
         tx.merchant_ref or "" for tx in app.world.transactions.values() if tx.status == "ok"
     )
     assert started == sorted([key, "order-12"])
+
+
+# --- the start's message pushed with the create's end (a Redis broker that is this Redis)
+
+
+def test_the_start_message_is_pushed_with_the_creates_end(
+    pipeline: Pipeline, real_redis: redis.Redis
+) -> None:
+    job_id = admit(pipeline)
+    asked: list[tuple[str, str]] = []
+
+    def next_message(step: Any, for_job: str) -> tuple[str, str]:
+        asked.append((step, for_job))
+        return "test:queue", f"start {for_job}"
+
+    assert pipeline.create(job_id, next_message) == Continue("start", queued=True)
+    assert asked == [("start", job_id)]
+    assert real_redis.lrange("test:queue", 0, -1) == [f"start {job_id}".encode()]
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.CREATED and record.transaction_id
+    # Without a message (kombu's path) the task sends it: nothing is pushed.
+    job_b = admit(pipeline, idempotency_key="order-2")
+    assert pipeline.create(job_b, lambda step, job: None) == Continue("start")
+    assert pipeline.create(admit(pipeline, idempotency_key="order-3")) == Continue("start")
+    assert real_redis.llen("test:queue") == 1
+
+
+def test_a_create_that_lost_its_lease_pushes_no_start(
+    app: SandboxApp, pipeline: Pipeline, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken over while it created: its end is refused, and its start message with it
+    (the delivery holding the lease sends the one start)."""
+    job_id = admit(pipeline)
+    real_create = pipeline.client.create
+
+    def slow_create(request: Any) -> Any:
+        real_redis.hset(keys.job(job_id), "lock", "someone-else")
+        return real_create(request)
+
+    monkeypatch.setattr(pipeline.client, "create", slow_create)
+    outcome = pipeline.create(job_id, lambda step, job: ("test:queue", "start"))
+    assert isinstance(outcome, RetryLater) and "taken over" in outcome.reason
+    assert real_redis.llen("test:queue") == 0
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.CREATING
+
+
+def test_a_lost_answer_after_the_push_sends_one_more_start_and_loads_once(
+    app: SandboxApp, pipeline: Pipeline, real_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script ran (created, start pushed) and its answer was lost: the task runs the
+    create again, which finds the transaction and asks for a start the usual way. Two
+    start messages then: the card is loaded once."""
+    job_id = admit(pipeline)
+    store = pipeline.store
+    real_finish = store.finish_step
+
+    def finish_then_drop(*args: Any, **kwargs: Any) -> None:
+        real_finish(*args, **kwargs)
+        raise redis.ConnectionError("connection lost reading the reply")
+
+    monkeypatch.setattr(store, "finish_step", finish_then_drop)
+    with pytest.raises(redis.ConnectionError):
+        pipeline.create(job_id, lambda step, job: ("test:queue", "start"))
+    monkeypatch.undo()
+    assert real_redis.llen("test:queue") == 1
+    assert pipeline.create(job_id, lambda step, job: ("test:queue", "start")) == Continue("start")
+    assert real_redis.llen("test:queue") == 1  # the task sends this one itself
+    assert [pipeline.start(job_id), pipeline.start(job_id)] == [
+        Finished("succeeded"),
+        Finished("already succeeded"),
+    ]
+    assert len(app.world.ledger) == 1 and app.requests["create"] == 1
+    assert [e.type for e in events(pipeline)] == ["card_load.succeeded"]

@@ -16,6 +16,7 @@ from cardload.secuconnect import (
 )
 from cardload.secuconnect.models import OAuthToken
 from cardload.secuconnect.receipt import (
+    RECEIPT_LINES,
     NameValueLine,
     OtherLine,
     SeparatorLine,
@@ -139,3 +140,21 @@ def test_token_is_secret_in_repr() -> None:
     )
     assert "qb56" not in repr(token)
     assert token.to_wire()["access_token"] == "qb56tjj1bcvo9n2nj4u38k84lo"
+
+
+def test_a_receipt_dumped_whole_is_each_line_dumped() -> None:
+    """``RECEIPT_LINES`` dumps (and parses) a receipt in one call: the same lines, every
+    kind, unknown kinds and extra fields kept, None left out, as one dump per line."""
+    data = seed("03-start-response-excerpt.json")
+    data["receipt"] += [
+        {"type": "barcode", "value": {"code": "9276004424644352", "n": None}},
+        {"type": "textline", "value": {"text": "x", "decoration": ["important"]}, "extra": 1},
+        {"type": "separator", "value": {}},
+        {"type": "space", "note": None},
+    ]
+    lines = SmartTransaction.model_validate(data).receipt
+    whole = RECEIPT_LINES.dump_python(lines, mode="json", exclude_none=True)
+    assert whole == [line.model_dump(mode="json", exclude_none=True) for line in lines]
+    assert whole[-4] == {"type": "barcode", "value": {"code": "9276004424644352", "n": None}}
+    again = RECEIPT_LINES.validate_python(whole)  # as receipt_of reads stored lines
+    assert RECEIPT_LINES.dump_python(again, mode="json", exclude_none=True) == whole

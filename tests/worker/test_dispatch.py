@@ -88,10 +88,10 @@ def test_a_step_sends_its_next_one_with_its_workers_events_only(
             sent.append((kind, fields))
 
     task: Any = SimpleNamespace(app=app, request=SimpleNamespace(id="t-1", root_id=None))
-    setattr(app, TASK_EVENTS, (os.getpid() + 1, Dispatcher()))  # a parent's
+    setattr(app, TASK_EVENTS, (os.getpid() + 1, Dispatcher(), None))  # a parent's
     send_next(task, "start", "job-in-child")
     assert sent == [] and len(queued(real_redis)) == 1
-    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher()))
+    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher(), None))
     send_next(task, "start", "job-in-worker")
     [(kind, fields)] = sent
     assert kind == "task-sent" and fields["parent_id"] == "t-1" and fields["root_id"] == "t-1"

@@ -19,7 +19,7 @@ from kombu.messaging import Producer
 from cardload.tasks.messages import publish_step
 from cardload.worker import create_app
 from cardload.worker.dispatch import Dispatch, redis_queue_lists, send_steps
-from cardload.worker.redis_broker import RedisLists, direct_lists
+from cardload.worker.redis_broker import RedisLists, direct_lists, step_pusher
 from tests.support import make_settings, queued
 
 
@@ -154,3 +154,49 @@ def test_a_tracer_wrapping_kombus_publish_gets_kombus_path(
     send_steps(app, [Dispatch("create", f"job-{i}") for i in range(3)], "cardload")
     assert traced.count("cardload.create") == 3
     assert len(queued(real_redis)) == 3
+
+
+def test_a_step_pushed_by_the_job_store_is_kombus_message(
+    redis_url: str, real_redis: redis.Redis
+) -> None:
+    """The start pushed with the create's end (a script of the job store) is the message
+    kombu would publish, with the create as its parent, on the queue's own list."""
+    app = _app(redis_url)
+    pusher = step_pusher(app)
+    assert isinstance(pusher, RedisLists)
+    parent = SimpleNamespace(id="create-task-1", root_id=None)
+    prepared = pusher.prepare("start", "job-1", parent=parent)
+    assert prepared is not None
+    key, payload, fields = prepared
+    with app.producer_or_acquire() as producer:
+        publish_step(app, producer, "start", "job-1", "cardload", parent=parent)
+    [kombus] = [n for n in redis_queue_lists("cardload") if real_redis.llen(n)]
+    assert key == kombus
+    assert _normalized(payload) == _normalized(real_redis.lindex(kombus, 0) or b"")
+    pushed = json.loads(payload)
+    assert pushed["headers"]["parent_id"] == "create-task-1" == fields["parent_id"]
+    assert fields["uuid"] == pushed["headers"]["id"] and fields["queue"] == "cardload"
+
+
+def test_no_step_is_pushed_by_the_job_store_past_kombu_when_it_must_not_be(
+    redis_url: str,
+) -> None:
+    """A broker of its own (another Redis, RabbitMQ, even the same URL said twice), a
+    key prefix, or a receiver of the publish signals: the task publishes through kombu."""
+    settings = make_settings(redis_url, "http://sandbox.test")
+    assert step_pusher(create_app(settings.model_copy(update={"broker_url": redis_url}))) is None
+    prefixed = create_app(settings)
+    prefixed.conf.broker_transport_options = {"global_keyprefix": "other:"}
+    assert step_pusher(prefixed) is None
+    pusher = step_pusher(_app(redis_url))
+    assert pusher is not None
+
+    def receiver(**_: Any) -> None:
+        pass
+
+    signals.after_task_publish.connect(receiver, weak=False)
+    try:
+        assert pusher.prepare("start", "job-1") is None
+    finally:
+        signals.after_task_publish.disconnect(receiver)
+    assert pusher.prepare("start", "job-1") is not None

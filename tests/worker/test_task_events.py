@@ -168,3 +168,32 @@ def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stac
     events = sum(counts.values())
     assert events == 320
     assert messages * 4 <= events, f"{messages} messages for {events} events"
+
+
+def test_a_real_workers_create_pushes_the_start_in_its_script(running: Stack) -> None:
+    """On a Redis broker that is the job store's Redis, the start's message is pushed by
+    the script that ends the create (MONITOR names the caller of each command)."""
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+    client: Any = running.redis  # redis-py's monitor() is untyped
+
+    def watch() -> None:
+        with client.monitor() as monitor:
+            while not done.is_set():
+                seen.append(monitor.next_command())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        wait_for(lambda: "monitor" in str(client.client_list()), 10, "MONITOR to start")
+        job = CardLoadJob(idempotency_key="pushed-1", card_number=SEED_CARD, amount_cents=100)
+        job_id = running.producer.enqueue(job)
+        assert running.finished(job_id).status is JobStatus.SUCCEEDED
+    finally:
+        done.set()
+        client.ping()  # the monitor's next command, so its thread can stop
+        watcher.join(10)
+    pushes = [c for c in seen if c["command"].startswith("LPUSH ")]
+    from_scripts = [c for c in pushes if c.get("client_type") == "lua"]
+    assert len(from_scripts) == 1 and "cardload.start" in from_scripts[0]["command"]
+    assert job_id in from_scripts[0]["command"]  # its argsrepr
