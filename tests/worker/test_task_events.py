@@ -126,6 +126,7 @@ def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stac
         with lock:
             seen.append(event)
 
+    patterns = running.redis.pubsub_numpat()  # other tests' may linger a moment
     raw: Any = cast(Any, running.redis).pubsub()
     raw.psubscribe("*celeryev/task.multi")
     jobs = [
@@ -137,7 +138,8 @@ def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stac
         listening = threading.Thread(target=lambda: receiver.capture(wakeup=False))
         listening.start()
         try:
-            wait_for(lambda: running.redis.pubsub_numpat() > 1, 10, "the receiver to subscribe")
+            subscribed = lambda: running.redis.pubsub_numpat() >= patterns + 2  # noqa: E731
+            wait_for(subscribed, 10, "the receiver to subscribe")
             for admitted in running.producer.enqueue_many(jobs):
                 assert isinstance(admitted, Admission)
                 assert running.finished(admitted.job_id).status is JobStatus.SUCCEEDED
@@ -151,7 +153,13 @@ def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stac
                 done = all(by_kind[k] >= n for k, n in wanted.items())
                 return counts if done and by_kind["task-succeeded"] >= 80 else None
 
-            counts = wait_for(every_event, 30, "every task event")
+            try:
+                counts = wait_for(every_event, 30, "every task event")
+            except TimeoutError:
+                with lock:
+                    print(Counter(e["type"] for e in seen))
+                running.print_logs()
+                raise
         finally:
             receiver.should_stop = True
             listening.join(10)
