@@ -92,7 +92,11 @@ class Handoff:
         return cls(pusher, events, task.request)
 
     def message(self, step: Step, job_id: str) -> tuple[str, str] | None:
-        prepared = self.pusher.prepare(step, job_id, parent=self.parent)
+        try:
+            prepared = self.pusher.prepare(step, job_id, parent=self.parent)
+        except Exception as exc:  # never the step's failure: the task sends it instead
+            log.warning("step.message_unbuilt", next_step=step, error=str(exc))
+            return None
         if prepared is None:
             return None
         key, payload, self.sent = prepared

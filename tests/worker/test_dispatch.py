@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from cardload.tasks.card_load import TASK_EVENTS, send_next
+from cardload.tasks.card_load import TASK_EVENTS, Handoff, send_next
 from cardload.worker import create_app
 from cardload.worker.dispatch import BATCH_SIZE, Dispatch, send_steps
 from tests.services import wait_for
@@ -96,3 +96,22 @@ def test_a_step_sends_its_next_one_with_its_workers_events_only(
     [(kind, fields)] = sent
     assert kind == "task-sent" and fields["parent_id"] == "t-1" and fields["root_id"] == "t-1"
     assert len(queued(real_redis)) == 2
+
+
+def test_a_next_message_that_cannot_be_built_is_left_to_the_task() -> None:
+    """Building the message for the script is never the step's failure: the step ends
+    without it (not queued), and the task sends the next step through kombu."""
+    sent: list[Any] = []
+
+    class Broken:
+        def prepare(self, step: Any, job_id: str, *, parent: Any = None) -> Any:
+            raise RuntimeError("kombu changed under us")
+
+    class Dispatcher:
+        def send(self, kind: str, **fields: Any) -> None:
+            sent.append(kind)
+
+    handoff = Handoff(Broken(), Dispatcher(), SimpleNamespace(id="t-1", root_id=None))
+    assert handoff.message("start", "job-1") is None
+    handoff.announce()
+    assert sent == []  # nothing was pushed: no task-sent event for it either
