@@ -233,11 +233,13 @@ FINISH_STEP = (
     + """
 local refused = fenced(KEYS[1], ARGV[2])
 if refused then return refused end
+-- The message first: a script is not undone by an error, and a push refused (the key
+-- not a list) must leave the step unrecorded, to be run again.
+if KEYS[4] then redis.call('LPUSH', KEYS[4], ARGV[6]) end
 if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[5], -1) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4], unpack(ARGV, 7))
 hand_back(KEYS[1], KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], now_s(), ARGV[1])
-if KEYS[4] then redis.call('LPUSH', KEYS[4], ARGV[6]) end
 return {'ok'}
 """
 )

@@ -455,8 +455,9 @@ class JobStore:
     ) -> None:
         """Record how the step ended (and ``fields``), give the lease back, and with
         ``give_back`` the attempt the claim counted (the step only waited). ``push``,
-        a list of this Redis and a message, is pushed in the same script (the next
-        step's message where this Redis is the broker): both or neither."""
+        a list of this Redis and a message, is pushed by the same script (the next
+        step's message where this Redis is the broker), first: a push Redis refuses
+        leaves nothing written."""
         now = now_utc()
         pairs = [x for pair in (fields or {}).items() for x in pair]
         job_keys = self._job_keys(lease.job_id)

@@ -78,9 +78,9 @@ class Handoff:
     here (with this task as its parent) and pushed by the script that ends the step;
     then its ``task-sent`` event, buffered with the worker's own."""
 
-    def __init__(self, pusher: StepPusher, events: Any, parent: Any) -> None:
+    def __init__(self, pusher: StepPusher, app: Celery, parent: Any) -> None:
         self.pusher = pusher
-        self.events = events
+        self.app = app
         self.parent = parent
         self.sent: dict[str, Any] | None = None
 
@@ -89,7 +89,7 @@ class Handoff:
         pid, events, pusher = getattr(task.app, TASK_EVENTS, None) or (0, None, None)
         if pusher is None or events is None or pid != os.getpid():
             return None
-        return cls(pusher, events, task.request)
+        return cls(pusher, task.app, task.request)
 
     def message(self, step: Step, job_id: str) -> tuple[str, str] | None:
         try:
@@ -103,8 +103,10 @@ class Handoff:
         return key, payload
 
     def announce(self) -> None:
-        if self.sent is not None:
-            self.events.send("task-sent", **self.sent)
+        # The dispatcher of now: a consumer that restarted during the step has a new one.
+        pid, events, _ = getattr(self.app, TASK_EVENTS, None) or (0, None, None)
+        if self.sent is not None and events is not None and pid == os.getpid():
+            events.send("task-sent", **self.sent)
 
 
 def act(task: Task, job_id: str, outcome: Outcome, handoff: Handoff | None = None) -> str:

@@ -73,9 +73,10 @@ class RedisLists:
         self, step: Step, job_id: str, *, parent: Any = None
     ) -> tuple[str, str, dict[str, Any]] | None:
         """One step's message for a script to push (``StepPusher``); None once a
-        receiver of the publish signals is connected (it must see the publish)."""
-        if any(signal.receivers for signal in _PUBLISH_SIGNALS):
-            return None
+        receiver of the publish signals is connected or a tracer wraps kombu's publish
+        (they must see the publish)."""
+        if any(signal.receivers for signal in _PUBLISH_SIGNALS) or not _kombu_publishes():
+            return None  # a tracer may have wrapped kombu's publish since the worker started
         return self._prepared(step, job_id, parent=parent)
 
     def _prepared(
@@ -109,12 +110,16 @@ def _kombu_own(method: Any) -> bool:
     )
 
 
+def _kombu_publishes() -> bool:
+    return _kombu_own(Producer.publish) and _kombu_own(Producer._publish)
+
+
 def direct_lists(app: Celery, producer: Any, queue: str) -> RedisLists | None:
     """The queue's lists if its messages can be pushed straight in, else None."""
     channel = producer.channel
     if (
         producer.connection.transport.driver_type != "redis"
-        or not (_kombu_own(Producer.publish) and _kombu_own(Producer._publish))
+        or not _kombu_publishes()
         or app.conf.task_compression
         or queue in getattr(channel, "_expires", {})
         or any(signal.receivers for signal in _PUBLISH_SIGNALS)

@@ -5,8 +5,9 @@ Celery flushes its buffer of task events after every event a task sends: the hub
 woken from the pool thread (a pipe write) and publishes the one or two events that
 are there, one ``PUBLISH`` each time, about three per card load. Flushed together,
 the same events go out in one message per interval (``task.multi``, which Flower
-reads), a batch of hundreds under load; alone, an event still goes out at once. A
-monitor sees an event at most ``FLUSH_EVERY_S`` later; nothing else reads them.
+reads), up to ``EVENTS_PER_MESSAGE`` (Celery's own limit is 24); alone, an event still
+goes out at once. A monitor sees an event at most ``FLUSH_EVERY_S`` later; nothing else
+reads them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from cardload.worker.redis_broker import step_pusher
 log = get_logger(__name__)
 
 FLUSH_EVERY_S = 0.05
+# Past this many buffered events, the thread that sends the next one flushes them.
+EVENTS_PER_MESSAGE = 1000
 # A flush asked for and not done after this long is asked for again (the hub's timer
 # can be reset with a broken connection, and its entry with it).
 STALE_S = 2.0
@@ -78,6 +81,8 @@ class TaskEvents(bootsteps.StartStopStep):
         dispatcher = c.event_dispatcher
         if dispatcher is not None and c.hub is not None and dispatcher.on_send_buffered:
             dispatcher.on_send_buffered = CoalescedFlush(c)
+            # Celery flushes in the sending thread once 24 wait; let an interval's wait.
+            dispatcher.buffer_limit = max(dispatcher.buffer_limit, EVENTS_PER_MESSAGE)
         # With the process's pid: a prefork child inherits the attribute, and must not
         # use a dispatcher whose connection and flushing belong to its parent.
         # The pusher: the next step's message goes out with the script that ends a step.

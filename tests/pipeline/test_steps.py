@@ -864,3 +864,24 @@ def test_a_lost_answer_after_the_push_sends_one_more_start_and_loads_once(
     ]
     assert len(app.world.ledger) == 1 and app.requests["create"] == 1
     assert [e.type for e in events(pipeline)] == ["card_load.succeeded"]
+
+
+def test_a_refused_push_leaves_the_create_unrecorded_and_it_runs_again(
+    app: SandboxApp, pipeline: Pipeline, real_redis: redis.Redis
+) -> None:
+    """A script is not undone by an error: the push goes first, so a push Redis refuses
+    (the key is not a list) writes nothing else, and the create runs again."""
+    job_id = admit(pipeline)
+    real_redis.set("test:queue", "not a list")
+    with pytest.raises(redis.ResponseError):
+        pipeline.create(job_id, lambda step, job: ("test:queue", "start"))
+    record = pipeline.store.load(job_id)
+    assert record is not None and record.status is JobStatus.CREATING
+    assert record.transaction_id is None
+    assert not real_redis.hexists(keys.job(job_id), "lock")  # the lease given back
+    real_redis.delete("test:queue")
+    outcome = pipeline.create(job_id, lambda step, job: ("test:queue", "start"))
+    assert outcome == Continue("start", queued=True)
+    assert real_redis.llen("test:queue") == 1
+    assert app.requests["create"] == 1  # the first transaction found and adopted
+    assert [pipeline.start(job_id)] == [Finished("succeeded")] and len(app.world.ledger) == 1

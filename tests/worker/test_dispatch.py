@@ -111,7 +111,36 @@ def test_a_next_message_that_cannot_be_built_is_left_to_the_task() -> None:
         def send(self, kind: str, **fields: Any) -> None:
             sent.append(kind)
 
-    handoff = Handoff(Broken(), Dispatcher(), SimpleNamespace(id="t-1", root_id=None))
+    app = create_app(make_settings("redis://unused", "http://sandbox.test"))
+    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher(), Broken()))
+    handoff = Handoff(Broken(), app, SimpleNamespace(id="t-1", root_id=None))
     assert handoff.message("start", "job-1") is None
     handoff.announce()
     assert sent == []  # nothing was pushed: no task-sent event for it either
+
+
+def test_a_pushed_steps_event_goes_to_the_dispatcher_of_when_it_is_sent() -> None:
+    """A consumer that restarts during a step gets a new event dispatcher (the old one is
+    disabled): the task-sent event of the message pushed meanwhile goes to the new one."""
+    app = create_app(make_settings("redis://unused", "http://sandbox.test"))
+    old: list[str] = []
+    new: list[str] = []
+
+    class Dispatcher:
+        def __init__(self, into: list[str]) -> None:
+            self.into = into
+
+        def send(self, kind: str, **fields: Any) -> None:
+            self.into.append(fields["uuid"])
+
+    class Pusher:
+        def prepare(self, step: Any, job_id: str, *, parent: Any = None) -> Any:
+            return "list", "message", {"uuid": f"{step}-{job_id}"}
+
+    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher(old), Pusher()))
+    task: Any = SimpleNamespace(app=app, request=SimpleNamespace(id="t-1", root_id=None))
+    handoff = Handoff.of(task)
+    assert handoff is not None and handoff.message("start", "job-1") == ("list", "message")
+    setattr(app, TASK_EVENTS, (os.getpid(), Dispatcher(new), Pusher()))  # restarted
+    handoff.announce()
+    assert old == [] and new == ["start-job-1"]

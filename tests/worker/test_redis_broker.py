@@ -179,7 +179,7 @@ def test_a_step_pushed_by_the_job_store_is_kombus_message(
 
 
 def test_no_step_is_pushed_by_the_job_store_past_kombu_when_it_must_not_be(
-    redis_url: str,
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A broker of its own (another Redis, RabbitMQ, even the same URL said twice), a
     key prefix, or a receiver of the publish signals: the task publishes through kombu."""
@@ -200,3 +200,12 @@ def test_no_step_is_pushed_by_the_job_store_past_kombu_when_it_must_not_be(
     finally:
         signals.after_task_publish.disconnect(receiver)
     assert pusher.prepare("start", "job-1") is not None
+    # A tracer that wraps kombu's publish after the worker started (sentry_sdk.init late).
+    original: Any = Producer.publish  # kombu is untyped
+
+    @functools.wraps(original)
+    def publish(self: Any, body: Any, *args: Any, **kwargs: Any) -> Any:
+        return original(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", publish)
+    assert pusher.prepare("start", "job-1") is None

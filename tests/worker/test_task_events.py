@@ -3,16 +3,24 @@ is lost or held back, and a burst goes out in few messages."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from cardload.jobs import Admission, CardLoadJob, JobStatus
 from cardload.sandbox import SEED_CARD
-from cardload.worker.task_events import STALE_S, CoalescedFlush
+from cardload.tasks.card_load import TASK_EVENTS
+from cardload.worker.task_events import (
+    EVENTS_PER_MESSAGE,
+    STALE_S,
+    CoalescedFlush,
+    TaskEvents,
+)
 from tests.services import wait_for
 from tests.worker.conftest import Stack
 
@@ -114,6 +122,16 @@ def test_a_failing_flush_is_logged_and_the_next_one_still_runs() -> None:
     flush()
     consumer.hub.run_soon()
     assert calls["flush"] == 2
+
+
+def test_the_step_lets_an_intervals_events_wait_past_celerys_24() -> None:
+    dispatcher = SimpleNamespace(on_send_buffered=lambda: None, buffer_limit=24)
+    consumer = SimpleNamespace(event_dispatcher=dispatcher, hub=Hub(), app=SimpleNamespace())
+    TaskEvents(cast(Any, SimpleNamespace())).start(consumer)
+    assert isinstance(dispatcher.on_send_buffered, CoalescedFlush)
+    assert dispatcher.buffer_limit == EVENTS_PER_MESSAGE > 24
+    pid, events, _ = getattr(consumer.app, TASK_EVENTS)
+    assert pid == os.getpid() and events is dispatcher
 
 
 def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stack) -> None:
