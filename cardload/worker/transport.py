@@ -111,7 +111,14 @@ class QoS(kombu_redis.QoS):
             log.warning("broker.ack_flush_failed", error=str(exc))
 
     def restore_unacked(self, client: Any = None) -> None:
-        self.flush_acks()
+        transport = self.channel.connection
+        if client is None and (transport is None or transport.client is None):
+            # A channel closed after its connection was lost (a Redis restart): no client
+            # can be made (kombu would raise AttributeError and stop the worker). The
+            # notes stay, and their messages come back after the visibility timeout.
+            log.warning("broker.restore_left_to_visibility_timeout", messages=len(self._delivered))
+            return
+        self._flush_quietly()
         restore: Any = super().restore_unacked  # kombu is untyped
         restore(client)
 

@@ -157,6 +157,31 @@ def test_a_worker_killed_with_acks_due_gets_them_delivered_again(
     conn.close()
 
 
+def test_a_channel_closed_after_its_connection_went_leaves_its_messages_to_come_back(
+    redis_url: str, real_redis: redis.Redis
+) -> None:
+    """After a connection error (a Redis restart) Celery closes the connection, and the
+    channel's close restores its unacknowledged messages: with the connection already
+    gone no client can be made (kombu raised AttributeError, which stopped the worker).
+    The close ends quietly; the notes stay, for the visibility timeout to bring back."""
+    queue: Any = cast(Any, Queue)("cardload-test-closed-after-error")
+    conn = _connect(redis_url, visibility_timeout=1)
+    _publish(conn, queue, 2)
+    simple = conn.SimpleQueue(queue.name)
+    delivered = simple.get(timeout=5)  # reserved, not acknowledged
+    channel: Any = delivered.channel
+    channel._disconnect_pools()  # as kombu's close does, first
+    channel.connection.client = None  # the connection released meanwhile
+    channel.close()  # raised AttributeError("'NoneType' object has no attribute 'hostname'")
+    assert real_redis.hkeys("unacked") == [delivered.delivery_tag.encode()]
+    time.sleep(1.2)
+    with _connect(redis_url, visibility_timeout=1) as other:
+        other.default_channel.qos.restore_visible(interval=1)
+        with other.SimpleQueue(queue.name) as again:
+            got = sorted(again.get(timeout=5).payload["n"] for _ in range(2))
+    assert got == [0, 1]
+
+
 def test_a_channel_that_cannot_flush_holds_up_no_other() -> None:
     """A channel whose Redis is gone fails its flush every time; the others' acks
     must still reach theirs."""
