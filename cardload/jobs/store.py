@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 
 import redis
+from redis.commands.core import Script
 
 from cardload.config import Settings
 from cardload.errors import CardloadError
@@ -233,6 +234,14 @@ class JobStore:
         self._mark_dispatched = register(scripts.MARK_DISPATCHED)
         self._alias = register(scripts.ALIAS)
         self._purge = register(scripts.PURGE)
+        self._scripts = [value for value in vars(self).values() if isinstance(value, Script)]
+
+    def load_scripts(self) -> None:
+        """Load every script into Redis now (one round trip), not at its first call."""
+        pipe = self.redis.pipeline(transaction=False)
+        for script in self._scripts:
+            pipe.script_load(script.script)
+        pipe.execute()
 
     # --- admission ------------------------------------------------------------------
 

@@ -59,8 +59,10 @@ def _start_worker(app: CardloadApp) -> None:
     def logging_setup(**_: Any) -> None:
         configure_logging(settings.log.format, settings.log.level)
 
-    def ready(**_: Any) -> None:
+    def ready(sender: Any = None, **_: Any) -> None:
         _forget_shared_token(settings)
+        if type(getattr(sender, "pool", None)).__module__ in _POOLS_IN_PROCESS:
+            _warm_up(app)  # a prefork child builds its own, after the fork
         start_sweeper(app, settings)
         if settings.worker.metrics_port:
             serve_metrics(app, settings, settings.worker.metrics_host, settings.worker.metrics_port)
@@ -86,6 +88,18 @@ def _start_worker(app: CardloadApp) -> None:
 # Pools whose tasks run in the consumer's process, so a lookup made there on receipt
 # is at hand when the task runs (a prefork child has a pipeline of its own).
 _POOLS_IN_PROCESS = ("celery.concurrency.thread", "celery.concurrency.solo")
+
+
+def _warm_up(app: CardloadApp) -> None:
+    """Before the first job: this process's pipeline built, its scripts loaded into
+    Redis and a token taken, so the first jobs pay none of it and bad credentials show
+    at start. Never fatal: a job does each of these itself when it has to."""
+    try:
+        pipeline = app.pipeline()
+        pipeline.store.load_scripts()
+        pipeline.client.authenticate()
+    except Exception as exc:  # the API or Redis away for a moment: the jobs will wait
+        log.warning("worker.warm_up_failed", error=str(exc))
 
 
 def _forget_shared_token(settings: Settings) -> None:

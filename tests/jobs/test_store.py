@@ -439,3 +439,11 @@ def test_a_long_basket_is_admitted_whole(store: JobStore, real_redis: redis.Redi
     record = store.load(job_id)
     assert record is not None and record.job == big
     assert store.admit(big).job_id == job_id
+
+
+def test_every_script_is_loaded_at_once(store: JobStore, real_redis: redis.Redis) -> None:
+    real_redis.script_flush()
+    shas = [script.sha for script in store._scripts]
+    assert len(shas) == 14 and not any(real_redis.script_exists(*shas))
+    store.load_scripts()
+    assert all(real_redis.script_exists(*shas))
