@@ -6,8 +6,10 @@ a chain's remainder can be lost after a retry (celery #6631), while a saved stat
 an explicit send survives redelivery and the stall sweep. A send that fails (the
 broker unreachable after kombu's own retries) retries this task, whose next run finds
 the state saved and sends again; and if not even the retry can be published, the
-message is handed back to the broker rather than acknowledged away. The result event
-needs no message at all: it is written with the success.
+message is handed back to the broker rather than acknowledged away. Where the broker
+is the job store's Redis, the start's message is pushed by the very script that saves
+the create's end (``Handoff``): nothing to send afterwards. The result event needs no
+message at all: it is written with the success.
 
 Task arguments are the job id only, so no card number reaches the broker or Flower.
 """

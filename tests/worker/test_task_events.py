@@ -156,8 +156,11 @@ def test_every_task_event_of_a_real_worker_arrives_in_few_messages(running: Stac
         listening = threading.Thread(target=lambda: receiver.capture(wakeup=False))
         listening.start()
         try:
-            subscribed = lambda: running.redis.pubsub_numpat() >= patterns + 2  # noqa: E731
-            wait_for(subscribed, 10, "the receiver to subscribe")
+            wait_for(
+                lambda: running.redis.pubsub_numpat() >= patterns + 2,
+                10,
+                "the receiver to subscribe",
+            )
             for admitted in running.producer.enqueue_many(jobs):
                 assert isinstance(admitted, Admission)
                 assert running.finished(admitted.job_id).status is JobStatus.SUCCEEDED
